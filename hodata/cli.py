@@ -1,0 +1,58 @@
+"""Root Typer app: registers one sub-command per module of hodata.commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import typer
+
+import hodata
+from hodata.errors import HodataError
+
+app = typer.Typer(
+    name="hodata",
+    help="Reconstruct 3D hands (MANO) and manipulated objects from RGB clips by learning-free "
+    "fitting (HOMAN, 3DV 2021) and write them as 3D training labels.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module exposes register(app); a module missing here is a command not yet built.
+COMMAND_MODULES = ["info", "prep_meshes", "fit", "eval", "demo", "show"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hodata {hodata.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the hodata version and exit."
+    ),
+) -> None:
+    """hodata: 3D hand-object labels from RGB video clips."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"hodata.commands.{_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"hodata.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def run() -> None:
+    """Console entry point: user errors become one red line and exit code 2."""
+    try:
+        app()
+    except HodataError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

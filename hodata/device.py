@@ -1,0 +1,17 @@
+"""Device selection shared by the library and the CLI."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn "auto" / "cpu" / "cuda[:i]" into a torch.device; "auto" picks CUDA when present."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device

@@ -1,0 +1,1 @@
+"""Batched, device-agnostic geometry: cameras, rotations, rendering, signed distances, meshes."""
