@@ -94,3 +94,22 @@ class FitResult:
     loss_history: dict[str, list[float]] = field(default_factory=dict)
     flags: dict[str, bool] = field(default_factory=dict)              # quality flags
     hand_init: str = ""                # provider of the hand initialisation ("simulated", "frankmocap", ...)
+
+
+@dataclass
+class HandInit:
+    """Independent hand initialisation for one hand over a clip (paper Sec. 3.2).
+
+    `layer(global_orient, hand_pose, betas, transl)` of the active hand model (PCA pose space)
+    gives the initial camera-space vertices; `vertices_2d` is the 2D target of the v2d term
+    (paper Eq. 4), in pixels of the full image.
+    """
+
+    side: str
+    global_orient: torch.Tensor        # (T, 3, 3)
+    hand_pose: torch.Tensor            # (T, k) PCA coefficients (k = 16 by default)
+    betas: torch.Tensor                # (10,)
+    transl: torch.Tensor               # (T, 3)
+    vertices_2d: torch.Tensor          # (T, V, 2) pixels
+    provider: str                      # "simulated" | "frankmocap" | ...
+    boxes: Optional[torch.Tensor] = None  # (T, 4) hand boxes xyxy
