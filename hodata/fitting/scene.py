@@ -1,0 +1,124 @@
+"""Optimised parameters of hands and objects over a clip, and the meshes they give.
+
+Hands follow paper Eq. 1: V_hand = s_hand (R_hand V_hand^c) + D_hand, where V^c is the
+hand model's output in its rest orientation centred on the middle metacarpophalangeal joint
+(MANO joint 4). Objects follow Eq. 2: V_obj = s_obj (R_obj V_obj^c) + D_obj. Rotations are
+optimised in the 6D representation (Zhou et al. 2019) and leave this module as matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hodata.geometry.rotations import matrix_to_rotation_6d, rotation_6d_to_matrix
+from hodata.geometry.transforms import apply_similarity
+
+# MANO joint order: 0 wrist, 1-3 index, 4-6 middle, 7-9 little, 10-12 ring, 13-15 thumb.
+MIDDLE_MCP_JOINT = 4
+
+
+@dataclass
+class HandMeshes:
+    vertices: torch.Tensor  # (T, V, 3) camera space
+    joints: torch.Tensor    # (T, 21, 3) camera space
+
+
+class HandParameters(nn.Module):
+    """Per-frame rigid pose and PCA articulation of one hand, with a clip-shared scale.
+
+    rotation_6d: (T, 6); translation: (T, 3) = D_hand (the middle MCP joint position);
+    pca_pose: (T, k); betas: (10,); log_scale: (1,) so s_hand = exp(log_scale) stays positive.
+    """
+
+    def __init__(self, side: str, rotation: torch.Tensor, translation: torch.Tensor, pca_pose: torch.Tensor,
+                 betas: torch.Tensor, scale: float = 1.0, optimise_betas: bool = False):
+        super().__init__()
+        self.side = side
+        self.rotation_6d = nn.Parameter(matrix_to_rotation_6d(rotation).clone())
+        self.translation = nn.Parameter(translation.clone())
+        self.pca_pose = nn.Parameter(pca_pose.clone())
+        self.betas = nn.Parameter(betas.clone(), requires_grad=optimise_betas)
+        self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
+                                                 device=translation.device).log())
+
+    @property
+    def rotation(self) -> torch.Tensor:
+        return rotation_6d_to_matrix(self.rotation_6d)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def meshes(self, layer: nn.Module) -> HandMeshes:
+        """Camera-space vertices and joints (paper Eq. 1) from the hand layer."""
+        frames = self.pca_pose.shape[0]
+        eye = torch.eye(3, dtype=self.pca_pose.dtype, device=self.pca_pose.device).expand(frames, 3, 3)
+        out = layer(global_orient=eye, hand_pose=self.pca_pose, betas=self.betas.expand(frames, -1))
+        centre = out.joints[:, MIDDLE_MCP_JOINT : MIDDLE_MCP_JOINT + 1]
+        rotation, scale = self.rotation, self.scale
+        vertices = apply_similarity(out.vertices - centre, rotation, self.translation, scale)
+        joints = apply_similarity(out.joints - centre, rotation, self.translation, scale)
+        return HandMeshes(vertices, joints)
+
+    def param_groups(self, rotation_lr: float, pose_lr: float, translation_lr: float) -> list[dict]:
+        """Adam groups with the paper's learning rates (Appendix C)."""
+        groups = [
+            {"params": [self.rotation_6d], "lr": rotation_lr},
+            {"params": [self.pca_pose], "lr": pose_lr},
+            {"params": [self.translation, self.log_scale], "lr": translation_lr},
+        ]
+        if self.betas.requires_grad:
+            groups.append({"params": [self.betas], "lr": pose_lr})
+        return groups
+
+
+def hand_parameters_from_layer_pose(layer: nn.Module, side: str, global_orient: torch.Tensor, pca_pose: torch.Tensor,
+                                    betas: torch.Tensor, transl: torch.Tensor, **kwargs) -> HandParameters:
+    """Convert hand-layer inputs (rotation about the wrist, layer translation) to Eq. 1 parameters.
+
+    global_orient: (T, 3, 3); pca_pose: (T, k); betas: (10,); transl: (T, 3). The layer
+    rotates about the root joint, Eq. 1 about the middle MCP joint: D is where that joint
+    lands, and R is unchanged.
+    """
+    frames = pca_pose.shape[0]
+    with torch.no_grad():
+        out = layer(global_orient=global_orient, hand_pose=pca_pose, betas=betas.expand(frames, -1), transl=transl)
+        translation = out.joints[:, MIDDLE_MCP_JOINT]
+    return HandParameters(side, global_orient, translation, pca_pose, betas, **kwargs)
+
+
+class ObjectParameters(nn.Module):
+    """Per-frame rigid pose of one object and a clip-shared scale (paper Eq. 2).
+
+    rotation_6d: (T, 6); translation: (T, 3); log_scale: (1,) optimised only for approximate
+    (category) meshes.
+    """
+
+    def __init__(self, rotation: torch.Tensor, translation: torch.Tensor, scale: float = 1.0,
+                 optimise_scale: bool = False):
+        super().__init__()
+        self.rotation_6d = nn.Parameter(matrix_to_rotation_6d(rotation).clone())
+        self.translation = nn.Parameter(translation.clone())
+        self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
+                                                 device=translation.device).log(), requires_grad=optimise_scale)
+
+    @property
+    def rotation(self) -> torch.Tensor:
+        return rotation_6d_to_matrix(self.rotation_6d)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def vertices(self, canonical: torch.Tensor) -> torch.Tensor:
+        """canonical: (V, 3) model vertices -> (T, V, 3) camera space (Eq. 2)."""
+        return apply_similarity(canonical, self.rotation, self.translation, self.scale)
+
+    def param_groups(self, rotation_lr: float, translation_lr: float) -> list[dict]:
+        groups = [{"params": [self.rotation_6d], "lr": rotation_lr}, {"params": [self.translation], "lr": translation_lr}]
+        if self.log_scale.requires_grad:
+            groups.append({"params": [self.log_scale], "lr": translation_lr})
+        return groups
