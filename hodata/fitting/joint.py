@@ -86,10 +86,9 @@ def object_evidence(vertices, faces, sdf, K, object_boxes, object_masks, config:
 
 
 def _closed_hand(layer: nn.Module, vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The hand as a closed 2-manifold (wrist capped) for signed distances."""
-    from hodata.handmodel import close_hand_mesh
-
-    return close_hand_mesh(vertices, layer)
+    """The hand as a closed 2-manifold for signed distances: the layer caps the wrist ring
+    with faces over the existing vertices, so only the faces change."""
+    return vertices, layer.closed_faces
 
 
 def _diameter(vertices: torch.Tensor) -> torch.Tensor:
