@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-import sys
-from typing import Optional
 
 import typer
 
 import hodata
 from hodata.errors import HodataError
+
+
+def _one_line_errors(callback):
+    """Bad input the user can fix (HodataError) becomes one red line and exit code 2."""
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except HodataError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
 
 app = typer.Typer(
     name="hodata",
@@ -48,11 +62,10 @@ for _name in COMMAND_MODULES:
         continue
     _module.register(app)
 
+for _info in app.registered_commands:
+    _info.callback = _one_line_errors(_info.callback)
+
 
 def run() -> None:
-    """Console entry point: user errors become one red line and exit code 2."""
-    try:
-        app()
-    except HodataError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+    """Console entry point."""
+    app()

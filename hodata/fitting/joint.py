@@ -275,5 +275,5 @@ def fit_hands_and_objects(
             report["history"][f"{name}/{t}"] = v
         report["final"].update(outcome.final)
         finite = finite and outcome.finite
-    report["flags"]["optimiser_finite"] = finite
+    report["flags"]["nonfinite_optimiser"] = not finite  # flags mark problems (True = bad)
     return hands, objects, report

@@ -9,6 +9,7 @@ import torch
 
 from hodata.device import resolve_device
 from hodata.errors import HodataError
+from hodata.geometry.camera import project
 from hodata.types import Clip, FitResult, HandInit
 
 from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, object_evidence, object_ious, object_state
@@ -79,17 +80,26 @@ def fit_clip(
 
     results = {}
     for method in methods:
+        torch.manual_seed(seed)
         start = time.perf_counter()
         hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(init.rotation, init.translation)],
                                                        K, clip.image_size, config, joint=(method == "joint"))
         timings[f"{method}_s"] = time.perf_counter() - start
         iou = object_ious(objects, [evidence], config)[0]
+        with torch.no_grad():
+            v2d_px = torch.stack([
+                (project(h.meshes(e.layer).vertices, K) - e.init.vertices_2d).norm(dim=-1).mean(-1)
+                for h, e in zip(hands, hand_evidence)]).mean(0) if hands else torch.zeros_like(iou)
         losses = dict(report["final"])
-        losses["object_iou"] = float(iou.mean())
+        # quality measures read by the shard writer (hodata.shards.frame_qualities)
+        losses["mask_iou"] = float(iou.mean())
+        losses["v2d_px"] = float(v2d_px.mean())
         flags = dict(report["flags"])
-        flags["object_iou_ok"] = bool(iou.mean() > 0.5)
+        flags["low_object_iou"] = bool(iou.mean() < 0.5)
         history = dict(report["history"])
-        history["timings"] = [timings.get("object_init_s", 0.0), timings[f"{method}_s"]]
+        history["mask_iou_per_frame"] = iou.tolist()
+        history["v2d_px_per_frame"] = v2d_px.detach().tolist()
+        history["timings_s"] = [timings.get("object_init_s", 0.0), timings[f"{method}_s"]]
         results[method] = FitResult(
             clip_id=clip.clip_id, dataset=clip.dataset, sequence=clip.sequence, frame_ids=list(clip.frame_ids),
             K=clip.K.clone(), image_size=clip.image_size,

@@ -1,0 +1,142 @@
+"""`hodata fit DATASET`: fit hands and objects over a dataset's clips and write shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from hodata.errors import HodataError
+
+console = Console()
+
+TERMS = ("obj", "v2d", "pca", "scale", "smooth", "centroid", "collision", "local")
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
+def build_configs(steps1: int, steps2: int, roi_size: int, hypotheses: int, disabled: tuple[str, ...]):
+    from hodata.fitting import FitConfig, ObjectInitConfig
+
+    config = FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=roi_size, disabled=disabled)
+    init_config = ObjectInitConfig(n_hypotheses=hypotheses)
+    return config, init_config
+
+
+def make_dataset(name: str, root: Path, split: str, sequences: Optional[str], clip_length: int, stride: int,
+                 evidence: str, mano_dir: Optional[Path], mesh_cache: Optional[Path]):
+    from hodata.datasets.base import available_datasets, get_adapter
+
+    if name not in available_datasets():
+        raise HodataError(f"no adapter for dataset {name!r} yet; available: {', '.join(available_datasets())}")
+    adapter = get_adapter(name)
+    seqs = [s for s in sequences.split(",") if s] if sequences else None
+    return adapter(root, split=split, sequences=seqs, clip_length=clip_length, stride=stride, evidence=evidence,
+                   mano_dir=mano_dir, cache_dir=mesh_cache)
+
+
+def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config, device: str, overwrite: bool,
+            save_frames: bool, seed: int, max_clips: Optional[int], hand_init: str, mano_dir: Optional[Path],
+            keep_results: bool = False):
+    """Fit `dataset` (an adapter) into `output`, with a progress bar; returns the RunSummary."""
+    import itertools
+
+    import torch
+
+    from hodata.evidence.hand_init import SimulatedHandEstimator
+    from hodata.fitting.run import fit_dataset
+
+    if hand_init != "simulated":
+        raise HodataError(f"hand init provider {hand_init!r} is not available; use --hand-init simulated "
+                          "(FrankMocap/MediaPipe providers are not built yet)")
+    estimator = SimulatedHandEstimator(seed=seed, mano_dir=mano_dir)
+
+    def layers_for(clip):
+        return {h.side: estimator.layer(h.side, h.model_name, torch.float32, torch.device("cpu")) for h in clip.gt_hands}
+
+    total = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    clips = itertools.islice(iter(dataset), total)
+    with progress_bar() as progress:
+        task = progress.add_task("fitting clips", total=total)
+
+        def on_clip(clip_id: str, status: str) -> None:
+            progress.update(task, advance=1, description=f"{status}: {clip_id}")
+
+        return fit_dataset(
+            clips, lambda clip: dataset.object_model(clip.object_model_id), estimator, layers_for, output,
+            methods=methods, config=config, init_config=init_config, device=device, overwrite=overwrite,
+            save_frames=save_frames, seed=seed, on_clip=on_clip, keep_results=keep_results,
+        )
+
+
+def report_summary(summary, dataset, output: Path) -> None:
+    console.print(f"fitted {len(summary.fitted)} clip(s), resumed {len(summary.resumed)}, "
+                  f"failed {len(summary.failed)} -> {output}")
+    for clip_id, message in summary.failed.items():
+        console.print(f"[yellow]skipped {clip_id}[/]: {message}")
+    for message in getattr(dataset, "messages", []):
+        console.print(f"[yellow]{message}[/]")
+    skipped_frames = getattr(dataset, "skipped_frames", [])
+    if skipped_frames:
+        console.print(f"{len(skipped_frames)} frame(s) without an object pose were skipped")
+
+
+def fit(
+    dataset: str = typer.Argument(..., help="Dataset adapter: ho3d (HO-3D v2/v3 layout, also hodata's synthetic sets)."),
+    root: Path = typer.Option(..., "--root", help="Dataset root folder (for HO-3D: holds train/, evaluation/, train.txt)."),
+    split: str = typer.Option("train", "--split", help="Dataset split: train or evaluation."),
+    sequences: Optional[str] = typer.Option(None, "--sequences", help="Comma-separated sequence names (default: all)."),
+    evidence: str = typer.Option("gt", "--evidence", help="2D evidence: gt = boxes and masks from ground truth (paper Fig. 4)."),
+    hand_init: str = typer.Option("simulated", "--hand-init", help="Hand initialisation provider: simulated (ground truth + documented noise)."),
+    output: Path = typer.Option(Path("out"), "--output", "-o", help="Output folder; one shard folder per method inside."),
+    methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
+    clip_length: int = typer.Option(10, "--clip-length", help="Frames per clip (reference: 10)."),
+    stride: int = typer.Option(4, "--stride", help="Frame stride inside a clip (reference: 4 for HO-3D)."),
+    max_clips: Optional[int] = typer.Option(None, "--max-clips", help="Fit at most this many clips."),
+    steps1: int = typer.Option(200, "--steps1", help="Adam steps of stage 1 (paper: 200)."),
+    steps2: int = typer.Option(200, "--steps2", help="Adam steps of stage 2 (paper: 200)."),
+    roi_size: int = typer.Option(128, "--roi-size", help="Object silhouette render size in pixels."),
+    hypotheses: int = typer.Option(50, "--hypotheses", help="Object rotation hypotheses refined at initialisation (paper: 50)."),
+    no_obj: bool = typer.Option(False, "--no-obj", help="Switch off the object silhouette term (Eq. 3)."),
+    no_v2d: bool = typer.Option(False, "--no-v2d", help="Switch off the projected hand vertices term (Eq. 4)."),
+    no_pca: bool = typer.Option(False, "--no-pca", help="Switch off the hand pose prior."),
+    no_scale: bool = typer.Option(False, "--no-scale", help="Switch off the scale prior."),
+    no_smooth: bool = typer.Option(False, "--no-smooth", help="Switch off temporal smoothness."),
+    no_centroid: bool = typer.Option(False, "--no-centroid", help="Switch off the coarse (centroid) interaction."),
+    no_collision: bool = typer.Option(False, "--no-collision", help="Switch off collision (Eq. 5)."),
+    no_local: bool = typer.Option(False, "--no-local", help="Switch off local contact."),
+    mano_dir: Optional[Path] = typer.Option(None, "--mano-dir", help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl."),
+    mesh_cache: Optional[Path] = typer.Option(None, "--mesh-cache", help="Mesh cache folder (default: $HODATA_MESH_CACHE or ./mesh_cache)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming clips already in the output."),
+    save_frames: bool = typer.Option(True, "--save-frames/--no-save-frames", help="Store each frame (jpg) and masks (png) in the shards."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (object rotation hypotheses, simulated hand noise)."),
+) -> None:
+    """Fit hands and objects over DATASET's clips and write 3D labels as WebDataset shards.
+
+    Reruns into the same --output skip clips already written (resume); --overwrite starts over.
+    """
+    from hodata.device import resolve_device
+
+    resolve_device(device)
+    switches = dict(obj=no_obj, v2d=no_v2d, pca=no_pca, scale=no_scale, smooth=no_smooth, centroid=no_centroid,
+                    collision=no_collision, local=no_local)
+    disabled = tuple(t for t, off in switches.items() if off)
+    method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
+    config, init_config = build_configs(steps1, steps2, roi_size, hypotheses, disabled)
+    ds = make_dataset(dataset, root, split, sequences, clip_length, stride, evidence, mano_dir, mesh_cache)
+    summary = run_fit(ds, output, method_list, config, init_config, device, overwrite, save_frames, seed, max_clips,
+                      hand_init, mano_dir)
+    report_summary(summary, ds, output)
+    if not summary.fitted and not summary.resumed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fit")(fit)
