@@ -41,7 +41,6 @@ class FitConfig:
     sigma: float = 1.0
     optimise_object_scale: bool = False  # True for approximate (category) meshes
     optimise_betas: bool = False
-    collision_margin: float = 0.02       # metres around the other mesh's box in which collisions are evaluated
     record_every: int = 1                # history sampling (per step)
 
     def active(self, terms: tuple[str, ...]) -> tuple[str, ...]:
@@ -146,7 +145,8 @@ def compute_terms(
                     hand_in_object = object_sdf(ev.sdf, m.vertices, o.rotation, o.translation, o.scale)
                 if "collision" in terms:
                     closed_verts, closed_faces = _closed_hand(e.layer, m.vertices)
-                    object_in_hand = mesh_signed_distance(verts, closed_verts, closed_faces)
+                    # object vertices outside the hand's box cannot be inside the hand: not searched
+                    object_in_hand = mesh_signed_distance(verts, closed_verts, closed_faces, max_distance=0.0)
                     collision = collision + L.collision_loss(hand_in_object) + L.collision_loss(object_in_hand)
                 if "local" in terms:
                     nearest = torch.cdist(m.vertices, verts).amin(-1)
