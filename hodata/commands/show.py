@@ -1,0 +1,105 @@
+"""`hodata show`: fitted hands and objects drawn over the frames, plus a side view, as PNG and MP4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def show(
+    results: Path = typer.Argument(
+        ..., help="Output folder of `hodata fit` / `hodata demo` (holds manifest.json and shard-*.tar).",
+        show_default=False,
+    ),
+    clip: Optional[List[str]] = typer.Option(
+        None, "--clip", help="Clip id to draw (repeat for several). Default: the first --max-clips clips.",
+        show_default=False,
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for <clip_id>/<frame>.png and <clip_id>.mp4 (default: RESULTS/overlays)."
+    ),
+    root: Optional[Path] = typer.Option(
+        None, "--root", help="Dataset root to read frames from when the shards hold no jpg "
+        "(HO-3D / synthetic layout, Epic-Kitchens rgb_frames). Without frames, meshes go on mid-grey.",
+    ),
+    mesh_cache: Optional[Path] = typer.Option(
+        None, "--mesh-cache", help="Mesh cache with the fitted object models (default: $HODATA_MESH_CACHE, then ./mesh_cache)."
+    ),
+    mano_dir: Optional[Path] = typer.Option(
+        None, "--mano-dir", help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl, for fits made with MANO "
+        "(default: $HODATA_MANO_DIR, then ~/.hodata/mano).",
+    ),
+    fps: float = typer.Option(10.0, "--fps", min=0.1, help="Frame rate of the MP4 videos."),
+    max_clips: int = typer.Option(3, "--max-clips", min=1, help="How many clips to draw when no --clip is given."),
+    alpha: float = typer.Option(0.6, "--alpha", min=0.0, max=1.0, help="Opacity of the meshes over the frame."),
+) -> None:
+    """Draw the fitted hand and object over every frame of a clip, beside a view of the same
+    scene from a camera turned 90 degrees about the vertical axis through the scene centroid
+    (depth errors show there), as PNG panels and an MP4 per clip, to judge a fit at a glance."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hodata import overlay
+    from hodata.shards import read_manifest
+    from hodata.shards.writer import sanitise_key_part
+
+    console = Console()
+    out_dir = out if out is not None else results / "overlays"
+    wanted = list(clip) if clip else None
+    if wanted is None:
+        manifest = read_manifest(results) if results.is_dir() else None
+        if manifest is not None:
+            available = sorted(manifest["clips"])
+            wanted = available[:max_clips] or None
+            if len(available) > max_clips:
+                console.print(f"showing {max_clips} of {len(available)} clips (choose with --clip, or raise --max-clips)")
+    clips = overlay.read_results_clips(results, wanted)
+
+    jobs = []
+    for clip_id, (fit, frames) in clips.items():
+        source = "frames from the shards"
+        if frames is None and root is not None:
+            frames = overlay.read_frames_from_root(root, fit)
+            source = f"frames from {root}" if frames is not None else ""
+        if frames is None:
+            why = f"not found under {root}" if root is not None else "not in the shards; pass --root DATASET_ROOT"
+            source = f"no frames ({why}): drawn on mid-grey"
+        jobs.append((fit, frames, source))
+
+    faces_cache: dict = {}
+    written: list[Path] = []
+    total = sum(len(fit.frame_ids) for fit, _, _ in jobs)
+    with Progress(TextColumn("[bold]show"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as progress:
+        task = progress.add_task("", total=total)
+        for fit, frames, source in jobs:
+            progress.update(task, description=fit.clip_id)
+            progress.console.print(f"{fit.clip_id}: {len(fit.frame_ids)} frames, {source}")
+            hands, objects = overlay.fit_scene_meshes(fit, mesh_cache, mano_dir, faces_cache)
+            panels = overlay.render_fit_panels(
+                fit, hands, objects, frames, alpha, on_chunk=lambda n: progress.update(task, advance=n)
+            )
+            clip_dir = out_dir / sanitise_key_part(fit.clip_id)
+            clip_dir.mkdir(parents=True, exist_ok=True)
+            for frame_id, panel in zip(fit.frame_ids, panels):
+                path = clip_dir / f"{sanitise_key_part(frame_id)}.png"
+                _write_png(path, panel)
+            written.append(clip_dir)
+            written.append(overlay.write_video(panels, out_dir / f"{sanitise_key_part(fit.clip_id)}.mp4", fps))
+    for path in written:
+        typer.echo(f"wrote {path}{'/*.png' if path.is_dir() else ''}")
+
+
+def _write_png(path: Path, image) -> None:
+    import cv2
+
+    from hodata.errors import HodataError
+
+    if not cv2.imwrite(str(path), image[:, :, ::-1]):
+        raise HodataError(f"{path}: cannot write the PNG; check that the --out folder is writable")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("show")(show)
