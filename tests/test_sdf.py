@@ -286,3 +286,14 @@ def test_grid_save_load_round_trip_and_errors(tmp_path):
         SDFGrid.load(tmp_path / "bad.npz")
     with pytest.raises(HodataError, match="missing.npz"):
         SDFGrid.load(tmp_path / "missing.npz")
+
+
+def test_all_points_culled_returns_box_distance():
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.05)
+    verts = torch.tensor(mesh.vertices, dtype=torch.float64)[None]
+    faces = torch.tensor(mesh.faces, dtype=torch.long)
+    points = torch.tensor([[[0.3, 0.0, 0.0], [0.0, -0.2, 0.0]]], dtype=torch.float64)
+    out = mesh_signed_distance(points, verts, faces, max_distance=0.0)
+    assert torch.allclose(out, torch.tensor([[0.25, 0.15]], dtype=torch.float64), atol=1e-3)

@@ -403,6 +403,8 @@ def mesh_signed_distance(
         active = torch.arange(batch * num_points, device=points.device)
     else:
         active = torch.nonzero(box.detach().flatten() <= max_distance)[:, 0]
+    if active.numel() == 0:  # every point culled: the box distances are the answer
+        return box
     frame = torch.div(active, num_points, rounding_mode="floor")
     with torch.no_grad():
         tree = _build_tree(verts.detach(), faces)

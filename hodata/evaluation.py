@@ -1,0 +1,590 @@
+"""Evaluate a folder of fit results against a dataset's ground truth (`hodata eval`).
+
+    report = evaluate_results("out/", "ho3d", root="/data/HO3D_v3", split="train")
+    report.methods["joint"]["hand_vertex_cm"]        # frame-weighted mean over all clips
+
+A results folder is what `hodata fit DATASET --output OUT` writes: one shard folder per
+fitting method (`OUT/joint/`, `OUT/independent/`, each with its `manifest.json`). `results_dir`
+may name that parent folder (every method folder in it is evaluated) or one method folder.
+
+For every fitted clip the dataset adapter rebuilds the ground-truth `Clip` of the same
+sequence and frame ids, and `hodata.metrics.summary.evaluate_fit` compares them. Metrics whose
+ground truth the dataset lacks (HO-3D's hidden evaluation hands, Core50 / Epic-Kitchens
+objects) are None ("absent", never 0). Penetration and contact need only the predicted
+hand and object: they use the exact signed distance to the object's prepared (watertight)
+mesh from the mesh cache, not its 32^3 grid, which under-reports penetration.
+
+Outputs, in the results folder (or `output_dir`):
+- `metrics.json`: `{method: {key: value for key in METRIC_KEYS}}` (values in the units of the
+  key names, None when absent) plus an `"_info"` block (dataset, root, split, clips and hand
+  models per method, hodata version); the underscore keeps it apart from method names.
+- `metrics_per_clip.csv`: one row per (method, clip): method, clip_id, sequence, frames and
+  every metric key (empty cell = absent).
+
+`export_ho3d_predictions` writes the HO-3D challenge file (`pred.json` + zip) of one method;
+see its docstring for the order, coordinates and the fallback for frames without a fit.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import inspect
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import torch
+
+from hodata import __version__
+from hodata.errors import HodataError
+from hodata.metrics.summary import METRIC_KEYS, aggregate, evaluate_fit
+from hodata.shards.manifest import MANIFEST_NAME, read_manifest
+from hodata.types import Clip, FitResult, HandState, ObjectState
+
+METRICS_FILE = "metrics.json"
+PER_CLIP_FILE = "metrics_per_clip.csv"
+INFO_KEY = "_info"
+# Datasets whose every frame shows hand-object contact (paper Table 2, Core50), which gives
+# the ground truth of contact accuracy.
+ALWAYS_IN_CONTACT = frozenset({"core50"})
+# Number of names listed in an error before "and N more".
+MAX_LISTED = 5
+HO3D_NUM_VERTICES = 778
+
+# progress(done, total, description)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class EvaluationReport:
+    """What `evaluate_results` measured.
+
+    methods: method -> aggregate over its clips ({key: float | None} over METRIC_KEYS, with
+    `frames` the total); clips: one row per evaluated clip ({"method", "clip_id", "sequence",
+    "frames", key: value ...}); method_dirs: method -> its shard folder; hand_models: method
+    -> hand model names of its fits; messages: notes from the dataset adapter (fallbacks).
+    """
+
+    dataset: str
+    root: Path
+    split: Optional[str]
+    results_dir: Path
+    methods: dict[str, dict[str, Any]]
+    clips: list[dict[str, Any]]
+    method_dirs: dict[str, Path]
+    hand_models: dict[str, list[str]] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    metrics_path: Optional[Path] = None
+    per_clip_path: Optional[Path] = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of metrics.json (see the module docstring)."""
+        out: dict[str, Any] = {m: {k: _json_number(v[k]) for k in METRIC_KEYS} for m, v in self.methods.items()}
+        out[INFO_KEY] = {
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "split": self.split,
+            "results": str(self.results_dir),
+            "clips": {m: sum(row["method"] == m for row in self.clips) for m in self.methods},
+            "frames": {m: v["frames"] for m, v in self.methods.items()},
+            "hand_models": self.hand_models,
+            "hodata_version": __version__,
+            "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        return out
+
+
+@dataclass
+class ExportReport:
+    """What `export_ho3d_predictions` wrote: files, and how many frames were made up."""
+
+    path: Path
+    zip_path: Optional[Path]
+    frames: int            # lines of evaluation.txt = entries written
+    fitted: int            # frames with a fit
+    interpolated: int      # frames filled from fitted neighbours of the same sequence
+    zeroed: int            # frames of sequences without any fit (zeros)
+    hand_model: str
+    resampled: bool        # non-MANO vertices resampled to 778 points (--allow-non-mano)
+
+    @property
+    def filled(self) -> int:
+        return self.interpolated + self.zeroed
+
+
+# ----------------------------------------------------------------------------- results folders
+
+
+def _listing(names: Sequence[str]) -> str:
+    """"a, b, c, d, e and 3 more"."""
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def find_method_dirs(results_dir: str | os.PathLike) -> dict[str, Path]:
+    """Method name -> shard folder, for a method folder or a parent of method folders.
+
+    The method name is the one its manifest records (else the folder name). Raises a
+    HodataError naming the folder and the fix when it is missing or holds no fit results.
+    """
+    results_dir = Path(results_dir)
+    fix = f"run `hodata fit DATASET --output {results_dir}` first"
+    if not results_dir.exists():
+        raise HodataError(f"results folder {results_dir} does not exist; {fix}")
+    if not results_dir.is_dir():
+        raise HodataError(f"{results_dir} is not a folder; pass the folder `hodata fit --output` wrote")
+    if (results_dir / MANIFEST_NAME).is_file():
+        candidates = [results_dir]
+    else:
+        candidates = sorted(p for p in results_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+    if not candidates:
+        raise HodataError(f"{results_dir} holds no {MANIFEST_NAME} (nor method folders with one); {fix}")
+    found: dict[str, Path] = {}
+    for folder in candidates:
+        manifest = read_manifest(folder) or {}
+        method = str(manifest.get("method") or folder.name)
+        if method in found:
+            raise HodataError(
+                f"{folder} and {found[method]} both hold fits of method '{method}'; evaluate them separately"
+            )
+        found[method] = folder
+    return found
+
+
+def fit_config(method_dirs: Mapping[str, Path]) -> dict[str, Any]:
+    """The fit config of the first method folder (root / split of the fits, when recorded)."""
+    for folder in method_dirs.values():
+        manifest = read_manifest(folder) or {}
+        config = manifest.get("config") or {}
+        if isinstance(config, dict):
+            return config
+    return {}
+
+
+def load_fits(method_dir: str | os.PathLike) -> dict[str, FitResult]:
+    """clip id -> FitResult of one method folder (shards verified against the manifest)."""
+    from hodata.shards import fit_results_from_shards
+
+    return fit_results_from_shards(method_dir)
+
+
+# ----------------------------------------------------------------------------- dataset side
+
+
+@dataclass
+class _Fitted:
+    """The frames one fit covers (what the dataset check needs of a FitResult)."""
+
+    clip_id: str
+    sequence: str
+    frame_ids: list[str]
+
+
+def open_dataset(name: str, root: str | os.PathLike, **adapter_kwargs: Any):
+    """The adapter registered as `name` on `root`, given only the options its constructor
+    takes (adapters differ: HO-3D has splits, Core50 sessions, ...). Options set to None are
+    left at the adapter's defaults."""
+    from hodata.datasets.base import get_adapter
+
+    adapter = get_adapter(name)
+    params = inspect.signature(adapter).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in adapter_kwargs.items() if v is not None and (takes_any or k in params)}
+    return adapter(root, **kwargs)
+
+
+def _clip_spec_type(dataset) -> type:
+    module = sys.modules.get(type(dataset).__module__)
+    spec = getattr(module, "ClipSpec", None)
+    if spec is None:
+        from hodata.datasets.ho3d import ClipSpec as spec
+    return spec
+
+
+def check_fits_in_dataset(
+    fits: Iterable[Any], frames: Mapping[str, Sequence[str]], source: str, where: str
+) -> None:
+    """HodataError naming the fitted frames (`SEQ/ID`) the dataset does not have.
+
+    fits: FitResults (or anything with `sequence` and `frame_ids`); frames: sequence -> frame
+    ids of the dataset split; source: the results folder;
+    where: the dataset split and root, for the message.
+    """
+    known = {seq: set(ids) for seq, ids in frames.items()}
+    missing: list[str] = []
+    for fit in fits:
+        ids = known.get(fit.sequence)
+        missing.extend(f"{fit.sequence}/{f}" for f in fit.frame_ids if ids is None or str(f) not in ids)
+    if missing:
+        missing = sorted(dict.fromkeys(missing))
+        raise HodataError(
+            f"{source}: {len(missing)} fitted frame(s) are not in {where}: {_listing(missing)}; "
+            "evaluate with the dataset root and split the fits were made on (--root, --split)"
+        )
+
+
+# ----------------------------------------------------------------------------- metrics of one clip
+
+
+def _to(x: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.to(device=device, dtype=dtype)
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device)
+    return x
+
+
+def fit_to(fit: FitResult, device: torch.device, dtype: torch.dtype) -> FitResult:
+    """A copy of `fit` with its hand and object tensors on `device` / `dtype`."""
+    hands = [replace(h, **{k: _to(getattr(h, k), device, dtype) for k in
+                           ("vertices", "joints", "global_orient", "hand_pose", "betas", "transl", "scale")})
+             for h in fit.hands]
+    objects = [replace(o, **{k: _to(getattr(o, k), device, dtype) for k in ("rotation", "translation", "scale", "vertices")})
+               for o in fit.objects]
+    return replace(fit, hands=hands, objects=objects, K=_to(fit.K, device, dtype))
+
+
+def exact_object_sdf(model_vertices: torch.Tensor, model_faces: torch.Tensor, tolerance: float = 0.0):
+    """(hand_vertices (T, V, 3), object_state) -> (T, V) signed distances (metres, positive
+    outside) to the posed object mesh, exact (hodata.geometry.sdf.mesh_signed_distance).
+
+    Points are mapped into the object's canonical frame (inverse of paper Eq. 2) and all
+    frames searched against one copy of the canonical mesh. Points farther than `tolerance`
+    + 1 mm outside the mesh's box get the box distance (a positive lower bound), which leaves
+    penetration depth and contact with that tolerance unchanged.
+    """
+    from hodata.geometry.sdf import mesh_signed_distance
+    from hodata.geometry.transforms import invert_similarity
+
+    def sdf(points: torch.Tensor, obj: ObjectState) -> torch.Tensor:
+        scale = obj.scale if isinstance(obj.scale, torch.Tensor) else torch.tensor(float(obj.scale))
+        scale = scale.to(points)
+        local = invert_similarity(points, obj.rotation.to(points), obj.translation.to(points), scale)
+        frames, count = local.shape[:2]
+        verts = model_vertices.to(points)[None]
+        reach = (max(tolerance, 0.0) + 1e-3) / float(scale.min())
+        with torch.no_grad():
+            values = mesh_signed_distance(local.reshape(1, -1, 3), verts, model_faces.to(points.device),
+                                          max_distance=reach)
+        values = values.reshape(frames, count)
+        return values * (scale.reshape(-1, 1) if scale.dim() > 0 else scale)
+
+    return sdf
+
+
+class ObjectModelCache:
+    """Prepared object models by model id, loaded once from the mesh cache."""
+
+    def __init__(self, cache_dir: Optional[Path], device: torch.device, dtype: torch.dtype):
+        self.cache_dir, self.device, self.dtype = cache_dir, device, dtype
+        self._models: dict[str, Any] = {}
+
+    def get(self, model_id: str):
+        if model_id not in self._models:
+            from hodata.objects import load_object_model
+
+            self._models[model_id] = load_object_model(model_id, self.cache_dir, device=self.device, dtype=self.dtype)
+        return self._models[model_id]
+
+
+def evaluate_fit_against_clip(
+    fit: FitResult,
+    clip: Clip,
+    models: ObjectModelCache,
+    contact_tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """Metrics of one fit (tensors on the clip's device) against its ground-truth clip."""
+    objects = []
+    sdfs = {}
+    for obj in fit.objects:
+        model = models.get(obj.model_id)
+        if obj.vertices is None:
+            from hodata.metrics.object import posed_object_vertices
+
+            obj = replace(obj, vertices=posed_object_vertices(obj, model.vertices))
+        objects.append(obj)
+        sdfs[obj.model_id] = exact_object_sdf(model.vertices, model.faces, contact_tolerance)
+    fit = replace(fit, objects=objects)
+
+    def object_sdf(points: torch.Tensor, obj: ObjectState) -> torch.Tensor:
+        return sdfs[obj.model_id](points, obj)
+
+    gt_contact = None
+    if clip.dataset in ALWAYS_IN_CONTACT:
+        gt_contact = torch.ones(len(clip), dtype=torch.bool, device=clip.K.device)
+    try:
+        return evaluate_fit(fit, clip, object_sdf=object_sdf if objects else None, gt_contact=gt_contact,
+                            contact_tolerance=contact_tolerance)
+    except ValueError as exc:
+        raise HodataError(f"clip {fit.clip_id}: cannot compare the fit with the ground truth ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- whole folders
+
+
+def evaluate_results(
+    results_dir: str | os.PathLike,
+    dataset_name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    split: Optional[str] = None,
+    methods: Optional[Sequence[str]] = None,
+    output_dir: str | os.PathLike | None = None,
+    write: bool = True,
+    device: torch.device | str = "auto",
+    dtype: torch.dtype = torch.float64,
+    cache_dir: str | os.PathLike | None = None,
+    mano_dir: str | os.PathLike | None = None,
+    contact_tolerance: float = 0.0,
+    progress: Optional[Progress] = None,
+    **adapter_kwargs: Any,
+) -> EvaluationReport:
+    """Evaluate every method folder of `results_dir` against the dataset `dataset_name`.
+
+    root: dataset root (default: the `root` recorded in the fits' manifest config);
+    split: dataset split (default: the recorded `split`, else the adapter's default);
+    methods: evaluate only these methods; output_dir: where metrics.json and
+    metrics_per_clip.csv go (default results_dir; write=False writes nothing); device
+    ("auto" picks CUDA when present), dtype of the comparison; cache_dir: mesh cache
+    holding the object models; mano_dir: MANO files for ground-truth hands;
+    contact_tolerance (metres) of the contact metric (0 = the paper's definition);
+    progress(done, total, description) is called after each clip; further keyword
+    arguments go to the adapter when its constructor takes them.
+    Raises HodataError for a missing results folder, fits of frames the dataset does not
+    have, or unknown methods.
+    """
+    from hodata.device import resolve_device
+
+    results_dir = Path(results_dir)
+    method_dirs = find_method_dirs(results_dir)
+    if methods:
+        unknown = [m for m in methods if m not in method_dirs]
+        if unknown:
+            raise HodataError(
+                f"{results_dir}: no fits of method(s) {', '.join(unknown)}; it holds {', '.join(method_dirs)}"
+            )
+        method_dirs = {m: method_dirs[m] for m in methods}
+    config = fit_config(method_dirs)
+    if root is None:
+        root = config.get("root") or config.get("dataset_root")
+        if not root:
+            raise HodataError(f"{results_dir}: the fits do not record their dataset root; pass --root DATASET_ROOT")
+    if split is None and isinstance(config.get("split"), str):
+        split = config["split"]
+    device = resolve_device(device)
+
+    # Pass 1: what each method fitted (fits of a whole dataset take GBs, so only the frame
+    # lists are kept), so that frames the dataset lacks fail before any long evaluation.
+    fitted: dict[str, list[_Fitted]] = {}
+    hand_models: dict[str, list[str]] = {}
+    kept_fits: Optional[dict[str, FitResult]] = None
+    for method, folder in method_dirs.items():
+        fits = load_fits(folder)
+        if not fits:
+            continue
+        fitted[method] = [_Fitted(f.clip_id, f.sequence, [str(i) for i in f.frame_ids]) for f in fits.values()]
+        hand_models[method] = sorted({h.model_name for f in fits.values() for h in f.hands})
+        kept_fits = fits if len(method_dirs) == 1 else None
+    if not fitted:
+        raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
+    sequences = sorted({f.sequence for items in fitted.values() for f in items})
+    dataset_kwargs = dict(split=split, device=device, dtype=dtype, cache_dir=cache_dir, mano_dir=mano_dir,
+                          evidence="none", check_images=False, **adapter_kwargs)
+    try:
+        dataset = open_dataset(dataset_name, root, sequences=sequences, **dataset_kwargs)
+    except HodataError:
+        # Some fitted sequence is not in this split: name the exact frames (from the full index).
+        dataset = open_dataset(dataset_name, root, **dataset_kwargs)
+    split_name = getattr(dataset, "split", split)
+    where = f"the {split_name} split of {root}" if split_name else f"the dataset at {root}"
+    for method, items in fitted.items():
+        check_fits_in_dataset(items, dataset.frames, str(method_dirs[method]), where)
+
+    # Pass 2: one method at a time, each fit against its ground-truth clip.
+    spec_type = _clip_spec_type(dataset)
+    models = ObjectModelCache(Path(cache_dir) if cache_dir is not None else getattr(dataset, "cache_dir", None),
+                           device, dtype)
+    total = sum(len(items) for items in fitted.values())
+    rows: list[dict[str, Any]] = []
+    for method in fitted:
+        fits = kept_fits if kept_fits is not None else load_fits(method_dirs[method])
+        for clip_id in sorted(fits):
+            fit = fits[clip_id]
+            clip = dataset.load_clip(spec_type(fit.sequence, [str(i) for i in fit.frame_ids]))
+            if fit.dataset != clip.dataset:
+                raise HodataError(
+                    f"{method_dirs[method]}: clip {fit.clip_id} was fitted on dataset '{fit.dataset}' but {root} "
+                    f"is '{clip.dataset}'; pass the dataset root the fits were made on"
+                )
+            metrics = evaluate_fit_against_clip(fit_to(fit, device, dtype), clip, models, contact_tolerance)
+            rows.append({"method": method, "clip_id": fit.clip_id, "sequence": fit.sequence, **metrics})
+            if progress is not None:
+                progress(len(rows), total, f"{method} {fit.clip_id}")
+        del fits
+    report = EvaluationReport(
+        dataset=dataset_name,
+        root=Path(root),
+        split=split_name,
+        results_dir=results_dir,
+        methods={m: aggregate([r for r in rows if r["method"] == m]) for m in fitted},
+        clips=rows,
+        method_dirs={m: method_dirs[m] for m in fitted},
+        hand_models=hand_models,
+        messages=list(dict.fromkeys(getattr(dataset, "messages", []))),
+    )
+    if write:
+        write_report(report, output_dir if output_dir is not None else results_dir)
+    return report
+
+
+def _json_number(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def write_report(report: EvaluationReport, output_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write metrics.json and metrics_per_clip.csv into output_dir; returns their paths."""
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = output_dir / METRICS_FILE
+        _write_atomic(metrics_path, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
+        text_columns = ("method", "clip_id", "sequence")
+        columns = [*text_columns, "frames"] + [k for k in METRIC_KEYS if k != "frames"]
+        per_clip_path = output_dir / PER_CLIP_FILE
+
+        def rows_csv(handle) -> None:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in report.clips:
+                writer.writerow([row[c] if c in text_columns or _json_number(row.get(c)) is not None else ""
+                                 for c in columns])
+
+        _write_atomic(per_clip_path, rows_csv)
+    except OSError as exc:
+        raise HodataError(f"{output_dir}: cannot write the metrics ({exc.strerror or exc}); choose another --output-dir") from None
+    report.metrics_path, report.per_clip_path = metrics_path, per_clip_path
+    return metrics_path, per_clip_path
+
+
+def _write_atomic(path: Path, content) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------- HO-3D challenge file
+
+
+def read_evaluation_list(root: str | os.PathLike) -> list[str]:
+    """The frames of `<root>/evaluation.txt` ("SEQ/ID"), in file order."""
+    path = Path(root) / "evaluation.txt"
+    if not path.is_file():
+        raise HodataError(f"{path} not found; the challenge file follows it, so pass the HO-3D root with --root")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _export_hand(fit: FitResult) -> Optional[HandState]:
+    """The hand exported for HO-3D (a right-hand dataset): the right hand, else the only one."""
+    right = [h for h in fit.hands if h.side == "right"]
+    if right:
+        return right[0]
+    return fit.hands[0] if len(fit.hands) == 1 else None
+
+
+def resample_indices(num_vertices: int, count: int = HO3D_NUM_VERTICES) -> torch.Tensor:
+    """`count` vertex indices spread evenly over 0..num_vertices-1 (the --allow-non-mano
+    stand-in for MANO's 778 vertices; no correspondence with MANO)."""
+    return torch.linspace(0, num_vertices - 1, count, dtype=torch.float64).round().long()
+
+
+def export_ho3d_predictions(
+    fits: Mapping[str, FitResult] | str | os.PathLike,
+    root: str | os.PathLike,
+    path: str | os.PathLike,
+    allow_non_mano: bool = False,
+    zip: bool = True,
+) -> ExportReport:
+    """Write the HO-3D challenge prediction file of one method's fits.
+
+    fits: clip id -> FitResult, or a method folder of shards; root: the HO-3D root holding
+    `evaluation.txt`; path: the JSON to write (`pred.json`; `pred.zip` goes beside it).
+    One entry per line of evaluation.txt, in its order; joints (21, 3) in HO-3D's order (ours)
+    and 778 MANO vertices, metres, OpenGL camera coordinates (z < 0 in front of the camera).
+    Frames without a fit are interpolated linearly in time between the nearest fitted frames of
+    the same sequence, or held at the first / last fit; sequences without any fit get zeros
+    (`hodata.metrics.official.fill_missing_frames`); the report counts them.
+
+    The challenge scores MANO meshes: fits made with another hand model (vertex count other
+    than 778) are refused, unless allow_non_mano, which writes the fitted joints and 778 of
+    the fitted vertices spread evenly over the mesh (`resample_indices`) -- a file in the
+    challenge format for testing, whose mesh error is meaningless.
+    """
+    from hodata.metrics.official import (
+        fill_missing_frames,
+        opencv_to_opengl,
+        predictions_in_evaluation_order,
+        write_ho3d_predictions,
+    )
+
+    path = Path(path)
+    source = "results"
+    if not isinstance(fits, Mapping):
+        source = str(fits)
+        fits = load_fits(fits)
+    evaluation_ids = read_evaluation_list(root)
+    joints_by_id: dict[str, torch.Tensor] = {}
+    vertices_by_id: dict[str, torch.Tensor] = {}
+    models = set()
+    resampled = False
+    for fit in fits.values():
+        hand = _export_hand(fit)
+        if hand is None:
+            continue
+        models.add(hand.model_name)
+        vertices = hand.vertices.detach().to(device="cpu", dtype=torch.float64)
+        if vertices.shape[1] != HO3D_NUM_VERTICES:
+            if not allow_non_mano:
+                raise HodataError(
+                    f"{path}: the HO-3D challenge needs MANO hands (778 vertices) but the fits in {source} use "
+                    f"'{hand.model_name}' ({vertices.shape[1]} vertices); refit with --mano-dir (MANO_RIGHT.pkl), "
+                    "or pass --allow-non-mano to write a test file that cannot be scored"
+                )
+            vertices = vertices[:, resample_indices(vertices.shape[1])]
+            resampled = True
+        joints = hand.joints.detach().to(device="cpu", dtype=torch.float64)
+        for t, frame in enumerate(fit.frame_ids):
+            key = f"{fit.sequence}/{frame}"
+            joints_by_id[key] = joints[t]
+            vertices_by_id[key] = vertices[t]
+    joints, vertices, valid = predictions_in_evaluation_order(evaluation_ids, joints_by_id, vertices_by_id, source)
+    sequences = [frame.split("/", 1)[0] for frame in evaluation_ids]
+    numbers = [frame.split("/", 1)[-1] for frame in evaluation_ids]
+    frame_numbers = [int(n) for n in numbers] if all(n.isdigit() for n in numbers) else None
+    filled = fill_missing_frames(joints, vertices, valid, sequences, frame_numbers)
+    zip_path = write_ho3d_predictions(
+        path, opencv_to_opengl(filled.joints), opencv_to_opengl(filled.vertices), zip=zip,
+        expected_frames=len(evaluation_ids),
+    )
+    return ExportReport(
+        path=path, zip_path=zip_path, frames=len(evaluation_ids), fitted=int(valid.sum()),
+        interpolated=filled.interpolated, zeroed=filled.zeroed, hand_model=", ".join(sorted(models)) or "none",
+        resampled=resampled,
+    )
