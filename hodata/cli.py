@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 
 import typer
 
@@ -49,8 +50,16 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the hodata version and exit."
     ),
+    threads: int = typer.Option(
+        int(os.environ.get("HODATA_THREADS", "1")), "--threads", min=1,
+        help="CPU threads for torch (default 1, or $HODATA_THREADS): fitting runs many small ops, "
+        "which extra threads slow down on a busy machine.",
+    ),
 ) -> None:
     """hodata: 3D hand-object labels from RGB video clips."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 for _name in COMMAND_MODULES:

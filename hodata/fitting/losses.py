@@ -145,7 +145,8 @@ def local_contact_loss(
     """Local contact heuristic L_local (paper Sec. 3.3 and Appendix C; Hasson et al. 2019).
 
     hand_sdf: (T, V) signed distance of each hand vertex to the object (negative inside);
-    hand_to_object_distance: (T, V) distance of each hand vertex to its closest object point.
+    hand_to_object_distance: (T, V) distance of each hand vertex to the object: the paper
+    uses the closest object vertex; hodata passes |SDF|, the distance to the surface.
     Attraction pulls hand vertices that are outside but within `contact_threshold` (1 cm)
     onto the surface, a * tanh(d / a) with a = 1 cm; repulsion pushes vertices inside the
     object out, r * tanh(depth / r) with r = 2 cm. Mean over frames and hand vertices.
