@@ -1,0 +1,107 @@
+"""What dataset adapters share: a name registry, clip windowing, image reading.
+
+An adapter turns a dataset on disk into `hodata.types.Clip` objects. Adapters register
+under a name (`@register_dataset("ho3d")`) so the CLI can pick them by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from hodata.errors import HodataError
+
+_ADAPTERS: dict[str, Callable] = {}
+
+A = TypeVar("A")
+
+
+def register_dataset(name: str) -> Callable[[A], A]:
+    """Class decorator: make an adapter reachable as `get_adapter(name)`."""
+
+    def decorate(adapter: A) -> A:
+        if name in _ADAPTERS and _ADAPTERS[name] is not adapter:
+            raise ValueError(f"dataset adapter {name!r} registered twice")
+        _ADAPTERS[name] = adapter
+        return adapter
+
+    return decorate
+
+
+def get_adapter(name: str) -> Callable:
+    """The adapter class registered under `name` (e.g. "ho3d")."""
+    # Adapters register on import; import the built-in ones so a bare lookup works.
+    import hodata.datasets.ho3d  # noqa: F401
+
+    if name not in _ADAPTERS:
+        known = ", ".join(sorted(_ADAPTERS)) or "none"
+        raise HodataError(f"unknown dataset {name!r}; known datasets: {known}")
+    return _ADAPTERS[name]
+
+
+def available_datasets() -> list[str]:
+    """Names of the registered adapters."""
+    import hodata.datasets.ho3d  # noqa: F401
+
+    return sorted(_ADAPTERS)
+
+
+def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[int]]:
+    """Frame indices of the clips cut from a sequence of `n_frames` (REFERENCE.md §1).
+
+    A window holds `length` frames taken every `stride` frames, so it spans
+    `span = (length - 1) * stride + 1` consecutive frames: window k is
+    `[k * length * stride + j * stride for j in range(length)]`. Consecutive windows do not
+    overlap in time (window k+1 starts `stride` frames after window k ends). Windows are
+    taken while they fit; when the last one does not end on the last frame, one more window
+    aligned to the end, `[n_frames - span + j * stride]`, covers it (it may overlap the
+    previous window). A sequence shorter than `span` gives a single shorter window of the
+    frames `n_frames - 1, n_frames - 1 - stride, ...` (in increasing order); an empty
+    sequence gives no window.
+    """
+    if length < 1 or stride < 1:
+        raise ValueError(f"clip length and stride must be >= 1, got length={length}, stride={stride}")
+    if n_frames <= 0:
+        return []
+    span = (length - 1) * stride + 1
+    if n_frames < span:
+        return [list(range((n_frames - 1) % stride, n_frames, stride))]
+    windows = [
+        list(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, length * stride)
+    ]
+    if windows[-1][-1] != n_frames - 1:
+        windows.append(list(range(n_frames - span, n_frames, stride)))
+    return windows
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; HodataError naming the file if missing or corrupt."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise HodataError(f"missing image {path}; restore the file or remove the frame from the split list")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise HodataError(f"corrupt or unreadable image {path}; re-extract it from the dataset archive")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image, decoding it fully so a truncated file is caught here."""
+    image = read_rgb(path)
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def find_image(folder: Path, frame_id: str, extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")) -> Path:
+    """`folder/<frame_id><ext>` for the first extension that exists (HO-3D v2 png, v3 jpg).
+
+    Returns the first candidate when none exists, so the reader's error names a real path.
+    """
+    for ext in extensions:
+        candidate = folder / f"{frame_id}{ext}"
+        if candidate.is_file():
+            return candidate
+    return folder / f"{frame_id}{extensions[0]}"
