@@ -169,6 +169,24 @@ def test_open_hand_is_deterministic(tmp_path):
     assert (tmp_path / "a.pkl").read_bytes() == (tmp_path / "b.pkl").read_bytes()
 
 
+def test_packaged_surface_is_what_the_generator_builds(tmp_path):
+    # A fresh process: pymeshlab's remeshing depends on filters run earlier in a process.
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from hodata.handmodel.open_hand import SURFACE_FILE
+
+    out = tmp_path / "surface.npz"
+    code = f"from pathlib import Path; from hodata.handmodel.open_hand import write_surface; write_surface(Path({str(out)!r}))"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    fresh, packaged = np.load(out), np.load(SURFACE_FILE)
+    assert fresh["faces"].shape == packaged["faces"].shape
+    assert (fresh["faces"] == packaged["faces"]).all()
+    assert np.abs(fresh["vertices"] - packaged["vertices"]).max() < 1e-9
+
+
 def test_joint_order_constants():
     assert len(JOINT_NAMES) == 21 and sorted(THUMB_FIRST_ORDER) == list(range(21))
     names = [JOINT_NAMES[i] for i in THUMB_FIRST_ORDER]

@@ -32,6 +32,7 @@ The left hand mirrors x (and flips the face winding), as MANO's left model does.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -396,10 +397,36 @@ def _pose_correctives(verts, faces, weights) -> np.ndarray:
     return posedirs
 
 
+# The generated surface is stored with the package: pymeshlab's remeshing is deterministic in a
+# fresh process but not after other pymeshlab filters ran in the same process, and it is the
+# slow part (2-7 s). `python -m hodata.handmodel.open_hand` regenerates the file;
+# tests/test_handmodel.py checks that a fresh build reproduces it.
+SURFACE_FILE = Path(__file__).with_name("open_hand_surface.npz")
+
+
+def build_surface() -> tuple[np.ndarray, np.ndarray]:
+    """Generate the open hand's surface (vertices relative to the wrist, faces) from scratch."""
+    return _surface(_skeleton()[2])
+
+
+def stored_surface() -> tuple[np.ndarray, np.ndarray]:
+    """The packaged surface, or a fresh build when the file is absent."""
+    if not SURFACE_FILE.is_file():
+        return build_surface()
+    with np.load(SURFACE_FILE) as data:
+        return data["vertices"].astype(np.float64), data["faces"].astype(np.int64)
+
+
+def write_surface(path: Path = SURFACE_FILE) -> Path:
+    verts, faces = build_surface()
+    np.savez_compressed(path, vertices=verts, faces=faces.astype(np.int32))
+    return path
+
+
 @lru_cache(maxsize=2)
 def _right_hand() -> dict:
     joints, tips, capsules = _skeleton()
-    verts, faces = _surface(capsules)
+    verts, faces = stored_surface()
     bones = _bone_segments(joints, tips)
     weights = _skinning_weights(verts, faces, bones)
     regressor = _joint_regressor(verts, joints, tips, bones)
@@ -457,4 +484,8 @@ def closed_faces(side: str = "right") -> np.ndarray:
     return close_wrist(model["v_template"], model["f"])
 
 
-__all__ = ["open_hand_arrays", "closed_faces", "wrist_ring"]
+__all__ = ["open_hand_arrays", "closed_faces", "wrist_ring", "build_surface", "stored_surface"]
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_surface()}")
