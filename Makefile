@@ -17,7 +17,7 @@ $(BIN)/hodata: pyproject.toml
 setup: $(BIN)/hodata
 
 demo: setup
-	$(BIN)/hodata info
+	$(BIN)/hodata demo --output demo_output
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -130,7 +130,9 @@ def test_metrics_of_exact_and_moved_fits(data, two_methods):
             mesh = trimesh.Trimesh((clip.gt_object.vertices[t] + OBJECT_OFFSET).numpy(), faces, process=False)
             inside = trimesh.proximity.signed_distance(mesh, hand[t])     # positive inside
             depths.append(max(inside.max(), 0.0))
-    assert moved["penetration_mm"] == pytest.approx(np.mean(depths) * 1000, rel=1e-4, abs=1e-6)
+    # rel 1e-3 (~2 um here): trimesh's rtree search can return a triangle that is not the
+    # nearest (see tests/test_sdf.py), and the clip's vertices are float32
+    assert moved["penetration_mm"] == pytest.approx(np.mean(depths) * 1000, rel=1e-3, abs=1e-6)
     assert moved["contact_pct"] == pytest.approx(100.0 * np.mean(np.array(depths) > 0))
     assert moved["penetration_mm"] > 0.5    # the moved hand does push into the mug
 
