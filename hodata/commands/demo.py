@@ -8,7 +8,6 @@ ground truth, writes shards, metrics.json and an overlay, and prints a Table-1-s
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -33,7 +32,7 @@ def demo(
     """Run the whole pipeline on a built-in synthetic clip and print its accuracy."""
     from hodata import overlay
     from hodata.commands.eval import metrics_table
-    from hodata.commands.fit import build_configs, run_fit
+    from hodata.commands.fit import build_configs, report_summary, run_fit
     from hodata.datasets.ho3d import HO3DDataset
     from hodata.datasets.synthetic import make_synthetic_ho3d
     from hodata.evaluation import evaluate_results, load_fits
@@ -53,6 +52,7 @@ def demo(
     summary = run_fit(dataset, fits_dir, ("independent", "joint"), config, init_config, device, overwrite=True,
                       save_frames=True, seed=seed, max_clips=None, hand_init="simulated", mano_dir=mano_dir)
     if not summary.fitted:
+        report_summary(summary, dataset, fits_dir)
         raise typer.Exit(1)
 
     report = evaluate_results(fits_dir, "ho3d", root=data_root, cache_dir=cache, mano_dir=mano_dir,

@@ -69,7 +69,7 @@ def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config
             progress.update(task, advance=1, description=f"{status}: {clip_id}")
 
         return fit_dataset(
-            clips, lambda clip: dataset.object_model(clip.object_model_id), estimator, layers_for, output,
+            clips, dataset.model_for_clip, estimator, layers_for, output,
             methods=methods, config=config, init_config=init_config, device=device, overwrite=overwrite,
             save_frames=save_frames, seed=seed, on_clip=on_clip, keep_results=keep_results,
         )

@@ -348,6 +348,13 @@ class HO3DDataset:
             )
         return self._objects[obj_name]
 
+    def model_for_clip(self, clip: Clip):
+        """The ObjectModel whose cache id is `clip.object_model_id` (loaded with the clip)."""
+        for model in self._objects.values():
+            if model.model_id == clip.object_model_id:
+                return model
+        raise HodataError(f"clip {clip.clip_id}: object model {clip.object_model_id} was not loaded by this dataset")
+
     def _read_metas(self, spec: ClipSpec) -> tuple[list[dict], list[Optional[dict]]]:
         metas, gts = [], []
         for frame in spec.frame_ids:

@@ -15,7 +15,7 @@ from torch import nn
 
 from hodata.geometry.camera import boxes_from_points, crop_intrinsics, project
 from hodata.geometry.raster import render_silhouette
-from hodata.geometry.sdf import mesh_signed_distance, object_sdf
+from hodata.geometry.sdf import face_neighbourhoods, mesh_signed_distance, object_sdf, tracked_signed_distance
 from hodata.types import HandInit, HandState, ObjectState
 
 from . import losses as L
@@ -41,7 +41,13 @@ class FitConfig:
     sigma: float = 1.0
     optimise_object_scale: bool = False  # True for approximate (category) meshes
     optimise_betas: bool = False
-    record_every: int = 1                # history sampling (per step)
+    # Whether collision and local contact may move the objects. The objects' poses are pinned by
+    # their silhouettes; measured on synthetic clips (bench/RESULTS.md) pushing them with the
+    # hand's penetration gradients trades silhouette accuracy for nothing, so by default the
+    # interaction terms refine the hands only, as the coarse interaction term does.
+    interaction_moves_objects: bool = False
+    hand_sdf_refresh: int = 10           # steps between exact nearest-face searches of the hand SDF
+    hand_sdf_margin: float = 0.02        # metres around the hand's box searched at a refresh
 
     def active(self, terms: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(t for t in terms if t not in self.disabled and self.weights.get(t, 0.0) != 0.0)
@@ -90,6 +96,35 @@ def _closed_hand(layer: nn.Module, vertices: torch.Tensor) -> tuple[torch.Tensor
     return vertices, layer.closed_faces
 
 
+def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: torch.Tensor, config: FitConfig,
+                         tracking: dict | None, key) -> torch.Tensor:
+    """Signed distance (T, P) of points to the closed hand mesh, exact and differentiable.
+
+    Every `hand_sdf_refresh` steps the nearest hand face of each point is found by the exact
+    search (points farther than `hand_sdf_margin` from the hand's box are left out); in
+    between it is tracked through neighbouring faces (`tracked_signed_distance`), which is
+    exact near the surface, where collisions happen, at a fraction of the cost. Points outside
+    the hand's box are never inside the hand: they get the box distance. `tracking` holds the
+    state per `key` (a hand-object pair) and the current step under "step".
+    """
+    verts, faces = _closed_hand(layer, hand_vertices)
+    if tracking is None:
+        return mesh_signed_distance(points, verts, faces, max_distance=0.0)
+    step = tracking.get("step", 0)
+    state = tracking.setdefault(("hand_sdf",) + tuple(key), {})
+    stale = "guess" not in state or step - state["step"] >= config.hand_sdf_refresh
+    if stale or state["guess"].shape != points.shape[:2]:
+        values, guess = mesh_signed_distance(points, verts, faces, max_distance=config.hand_sdf_margin,
+                                             return_faces=True)
+        if "neighbourhoods" not in state:
+            state["neighbourhoods"] = face_neighbourhoods(faces, verts.shape[1])
+        state.update(step=step, guess=guess)
+        return values
+    values, state["guess"] = tracked_signed_distance(points, verts, faces, state["guess"], state["neighbourhoods"],
+                                                     max_distance=0.0)
+    return values
+
+
 def _diameter(vertices: torch.Tensor) -> torch.Tensor:
     return (vertices.amax(-2) - vertices.amin(-2)).norm(dim=-1)
 
@@ -103,8 +138,13 @@ def compute_terms(
     image_size: tuple[int, int],
     terms: tuple[str, ...],
     config: FitConfig,
+    tracking: dict | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Unweighted values of the requested terms of Eq. 6 for the current parameters."""
+    """Unweighted values of the requested terms of Eq. 6 for the current parameters.
+
+    tracking: per-stage state of the hand SDF (nearest faces of the object vertices, see
+    `hand_signed_distance`); None recomputes it exactly every call.
+    """
     out: dict[str, torch.Tensor] = {}
     zero = K.new_zeros(())
     hand_meshes = [h.meshes(e.layer) for h, e in zip(hands, hand_evidence)]
@@ -133,20 +173,23 @@ def compute_terms(
     need_pairs = any(t in terms for t in ("centroid", "collision", "local"))
     if need_pairs:
         centroid, collision, local = zero, zero, zero
-        for m, e in zip(hand_meshes, hand_evidence):
+        for hand_index, (m, e) in enumerate(zip(hand_meshes, hand_evidence)):
             hand_box = boxes_from_points(project(m.vertices.detach(), K))
-            for o, verts, ev in zip(objects, object_vertices, object_evidence_list):
+            for object_index, (o, verts, ev) in enumerate(zip(objects, object_vertices, object_evidence_list)):
                 if "centroid" in terms:
                     object_box = boxes_from_points(project(verts.detach(), K))
                     active = L.centroid_pairs_active(hand_box, object_box, m.vertices.detach().mean(1)[:, 2],
                                                       verts.detach().mean(1)[:, 2])
                     centroid = centroid + L.coarse_interaction_loss(m.vertices, verts, active)
                 if "collision" in terms or "local" in terms:
-                    hand_in_object = object_sdf(ev.sdf, m.vertices, o.rotation, o.translation, o.scale)
+                    rotation, translation, scale, placed = o.rotation, o.translation, o.scale, verts
+                    if not config.interaction_moves_objects:
+                        rotation, translation = rotation.detach(), translation.detach()
+                        scale, placed = scale.detach(), verts.detach()
+                    hand_in_object = object_sdf(ev.sdf, m.vertices, rotation, translation, scale)
                 if "collision" in terms:
-                    closed_verts, closed_faces = _closed_hand(e.layer, m.vertices)
-                    # object vertices outside the hand's box cannot be inside the hand: not searched
-                    object_in_hand = mesh_signed_distance(verts, closed_verts, closed_faces, max_distance=0.0)
+                    object_in_hand = hand_signed_distance(e.layer, m.vertices, placed, config,
+                                                          tracking, key=(hand_index, object_index))
                     collision = collision + L.collision_loss(hand_in_object) + L.collision_loss(object_in_hand)
                 if "local" in terms:
                     # Distance to the object surface from its SDF (paper App. C accelerates the
@@ -190,9 +233,12 @@ def run_stage(hands, hand_evidence, objects, object_evidence_list, K, image_size
     snapshot = [p.detach().clone() for p in params]
     finite = True
     check_every = 25
+    tracking: dict = {}
     for step in range(steps):
         optimiser.zero_grad(set_to_none=True)
-        values = compute_terms(hands, hand_evidence, objects, object_evidence_list, K, image_size, terms, config)
+        tracking["step"] = step
+        values = compute_terms(hands, hand_evidence, objects, object_evidence_list, K, image_size, terms, config,
+                               tracking)
         total = sum(config.weights[t] * v for t, v in values.items())
         total.backward()
         for t, v in values.items():

@@ -375,7 +375,8 @@ def mesh_signed_distance(
     faces: torch.Tensor,
     max_distance: float | None = None,
     sign_method: str = "pseudonormal",
-) -> torch.Tensor:
+    return_faces: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact signed distance of points to a closed triangle mesh, per frame.
 
     points: (B, P, 3); verts: (B, V, 3); faces: (F, 3) long -> (B, P), positive outside,
@@ -390,6 +391,8 @@ def mesh_signed_distance(
     sign_method: "pseudonormal" (exact for closed 2-manifold meshes, O(points)) or "winding"
         (generalized winding number > 0.5 means inside; tolerates small holes and
         self-intersections, O(points x faces) for the points inside the mesh's box).
+    return_faces: also return the nearest face of every point (B, P) long, -1 where culled
+        (a start for `tracked_signed_distance`).
     """
     if points.dim() != 3 or verts.dim() != 3 or points.shape[0] != verts.shape[0]:
         raise ValueError(f"points (B, P, 3) and verts (B, V, 3) expected, got {tuple(points.shape)}, {tuple(verts.shape)}")
@@ -404,7 +407,7 @@ def mesh_signed_distance(
     else:
         active = torch.nonzero(box.detach().flatten() <= max_distance)[:, 0]
     if active.numel() == 0:  # every point culled: the box distances are the answer
-        return box
+        return (box, torch.full_like(box, -1, dtype=torch.long)) if return_faces else box
     frame = torch.div(active, num_points, rounding_mode="floor")
     with torch.no_grad():
         tree = _build_tree(verts.detach(), faces)
@@ -415,7 +418,71 @@ def mesh_signed_distance(
     value = _signed_distance_to_faces(flat[active], tri, edge_n[frame, nearest], vert_n[frame[:, None], corners])
     if sign_method == "winding":
         value = value.abs() * _winding_sign(flat.detach()[active], frame, box.detach().flatten()[active], verts, faces)
-    return box.flatten().index_put((active,), value).view(batch, num_points)
+    out = box.flatten().index_put((active,), value).view(batch, num_points)
+    if return_faces:
+        found = torch.full((batch * num_points,), -1, dtype=torch.long, device=points.device)
+        return out, found.index_put((active,), nearest).view(batch, num_points)
+    return out
+
+
+def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Faces sharing a vertex with each face, itself included: (F, K) long, padded by repeating
+    the face itself (K = the largest such set)."""
+    num_faces = faces.shape[0]
+    face_ids = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
+    incidence = torch.zeros(num_vertices, num_faces, dtype=torch.bool, device=faces.device)
+    incidence[faces.flatten(), face_ids] = True
+    adjacent = (incidence[faces].any(1))                      # (F, F): shares a vertex
+    width = int(adjacent.sum(1).max())
+    order = adjacent.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
+    valid = adjacent.gather(1, order)
+    return torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
+
+
+def tracked_signed_distance(
+    points: torch.Tensor,
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    guess: torch.Tensor,
+    neighbourhoods: torch.Tensor,
+    max_distance: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signed distance when the nearest face is known approximately, as in an optimiser loop.
+
+    points: (B, P, 3); verts: (B, V, 3); faces: (F, 3); guess: (B, P) nearest faces of a
+    recent step (from `mesh_signed_distance(..., return_faces=True)`; -1 = unknown: those
+    points get the box distance); neighbourhoods: `face_neighbourhoods(faces, V)`. The nearest
+    face is searched among the faces sharing a vertex with the guess, so the value is exact
+    while the meshes move less than about one face per step; refresh the guess with the exact
+    search every few steps. Returns (values (B, P), updated guess (B, P)); differentiable
+    w.r.t. points and verts like `mesh_signed_distance`.
+    """
+    batch, num_points = points.shape[:2]
+    lo, hi = verts.amin(1, keepdim=True), verts.amax(1, keepdim=True)
+    box = _box_distance(points, lo, hi)
+    keep = guess.flatten() >= 0
+    if max_distance is not None:
+        keep = keep & (box.detach().flatten() <= max_distance)
+    active = torch.nonzero(keep)[:, 0]
+    if active.numel() == 0:
+        return box, guess
+    frame = torch.div(active, num_points, rounding_mode="floor")
+    flat = points.reshape(-1, 3)
+    with torch.no_grad():
+        vert_n, edge_n = _pseudo_normals(verts.detach(), faces)
+        candidates = neighbourhoods[guess.flatten()[active]]                 # (N, K)
+        k = candidates.shape[1]
+        q = flat.detach()[active][:, None].expand(-1, k, -1).reshape(-1, 3)
+        f = frame[:, None].expand(-1, k).reshape(-1)
+        c = candidates.reshape(-1)
+        corners = faces[c]
+        d = _signed_distance_to_faces(q, verts.detach()[f[:, None], corners], edge_n[f, c], vert_n[f[:, None], corners])
+        best = candidates.gather(1, d.view(-1, k).abs().argmin(1, keepdim=True))[:, 0]
+    corners = faces[best]
+    value = _signed_distance_to_faces(flat[active], verts[frame[:, None], corners], edge_n[frame, best],
+                                      vert_n[frame[:, None], corners])
+    out = box.flatten().index_put((active,), value).view(batch, num_points)
+    return out, guess.flatten().index_put((active,), best).view(batch, num_points)
 
 
 def _winding_sign(q: torch.Tensor, frame: torch.Tensor, box: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
