@@ -8,7 +8,8 @@ over every hand-object pair and collision over every ordered pair of meshes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -311,14 +312,16 @@ def fit_hands_and_objects(
     """
     hands = [make_hand_parameters(e, config) for e in hand_evidence]
     objects = [ObjectParameters(r, t, optimise_scale=config.optimise_object_scale) for r, t in object_init]
-    report = {"history": {}, "final": {}, "flags": {}}
+    report = {"history": {}, "final": {}, "flags": {}, "seconds": {}}
     stages = ([("independent", config.active(INDEPENDENT_HAND_TERMS), config.steps_stage1, False)] if not joint else
               [("stage1", config.active(STAGE1_TERMS), config.steps_stage1, True),
                ("stage2", config.active(STAGE2_TERMS), config.steps_stage2, True)])
     finite = True
     for name, terms, steps, with_objects in stages:
+        started = time.perf_counter()
         outcome = run_stage(hands, hand_evidence, objects, object_evidence_list, K, image_size, terms, steps, config,
                             optimise_objects=with_objects)
+        report["seconds"][name] = time.perf_counter() - started
         for t, v in outcome.history.items():
             report["history"][f"{name}/{t}"] = v
         report["final"].update(outcome.final)

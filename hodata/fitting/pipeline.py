@@ -23,6 +23,35 @@ def _to(x, device, dtype):
         x.to(device) if torch.is_tensor(x) else x)
 
 
+def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, evidence, method: str,
+                     config: FitConfig, timings: list[float] | None = None) -> FitResult:
+    """A FitResult from fitted parameters, with the quality measures the shard writer reads:
+    per-frame occlusion-aware mask IoU of the object and mean 2D hand-vertex error (pixels)."""
+    K = clip.K.to(evidence.K_roi)
+    iou = object_ious(objects, [evidence], config)[0]
+    with torch.no_grad():
+        v2d_px = torch.stack([
+            (project(h.meshes(e.layer).vertices, K) - e.init.vertices_2d).norm(dim=-1).mean(-1)
+            for h, e in zip(hands, hand_evidence)]).mean(0) if hands else torch.zeros_like(iou)
+    losses = dict(report["final"])
+    losses["mask_iou"] = float(iou.mean())
+    losses["v2d_px"] = float(v2d_px.mean())
+    flags = dict(report["flags"])
+    flags["low_object_iou"] = bool(iou.mean() < 0.5)  # flags mark problems (True = bad)
+    history = dict(report["history"])
+    history["mask_iou_per_frame"] = iou.tolist()
+    history["v2d_px_per_frame"] = v2d_px.tolist()
+    history["timings_s"] = list(timings or [])
+    return FitResult(
+        clip_id=clip.clip_id, dataset=clip.dataset, sequence=clip.sequence, frame_ids=list(clip.frame_ids),
+        K=clip.K.clone(), image_size=clip.image_size,
+        hands=[hand_state(p, e.layer) for p, e in zip(hands, hand_evidence)],
+        objects=[object_state(o, evidence) for o in objects],
+        method=method, losses=losses, loss_history=history, flags=flags,
+        hand_init=",".join(sorted({e.init.provider for e in hand_evidence})),
+    )
+
+
 def fit_clip(
     clip: Clip,
     object_model,
@@ -85,27 +114,6 @@ def fit_clip(
         hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(init.rotation, init.translation)],
                                                        K, clip.image_size, config, joint=(method == "joint"))
         timings[f"{method}_s"] = time.perf_counter() - start
-        iou = object_ious(objects, [evidence], config)[0]
-        with torch.no_grad():
-            v2d_px = torch.stack([
-                (project(h.meshes(e.layer).vertices, K) - e.init.vertices_2d).norm(dim=-1).mean(-1)
-                for h, e in zip(hands, hand_evidence)]).mean(0) if hands else torch.zeros_like(iou)
-        losses = dict(report["final"])
-        # quality measures read by the shard writer (hodata.shards.frame_qualities)
-        losses["mask_iou"] = float(iou.mean())
-        losses["v2d_px"] = float(v2d_px.mean())
-        flags = dict(report["flags"])
-        flags["low_object_iou"] = bool(iou.mean() < 0.5)
-        history = dict(report["history"])
-        history["mask_iou_per_frame"] = iou.tolist()
-        history["v2d_px_per_frame"] = v2d_px.detach().tolist()
-        history["timings_s"] = [timings.get("object_init_s", 0.0), timings[f"{method}_s"]]
-        results[method] = FitResult(
-            clip_id=clip.clip_id, dataset=clip.dataset, sequence=clip.sequence, frame_ids=list(clip.frame_ids),
-            K=clip.K.clone(), image_size=clip.image_size,
-            hands=[hand_state(p, e.layer) for p, e in zip(hands, hand_evidence)],
-            objects=[object_state(o, evidence) for o in objects],
-            method=method, losses=losses, loss_history=history, flags=flags,
-            hand_init=",".join(sorted({h.provider for h in hand_inits})),
-        )
+        results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,
+                                           [timings["object_init_s"], timings[f"{method}_s"]])
     return results
