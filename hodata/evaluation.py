@@ -166,11 +166,12 @@ def fit_config(method_dirs: Mapping[str, Path]) -> dict[str, Any]:
     return {}
 
 
-def load_fits(method_dir: str | os.PathLike) -> dict[str, FitResult]:
-    """clip id -> FitResult of one method folder (shards verified against the manifest)."""
+def load_fits(method_dir: str | os.PathLike, skip_corrupt: bool = False) -> dict[str, FitResult]:
+    """clip id -> FitResult of one method folder (shards verified against the manifest;
+    corrupt shards are an error, or skipped and counted with skip_corrupt)."""
     from hodata.shards import fit_results_from_shards
 
-    return fit_results_from_shards(method_dir)
+    return fit_results_from_shards(method_dir, skip_corrupt=skip_corrupt)
 
 
 # ----------------------------------------------------------------------------- dataset side
@@ -342,6 +343,7 @@ def evaluate_results(
     mano_dir: str | os.PathLike | None = None,
     contact_tolerance: float = 0.0,
     progress: Optional[Progress] = None,
+    skip_corrupt: bool = False,
     **adapter_kwargs: Any,
 ) -> EvaluationReport:
     """Evaluate every method folder of `results_dir` against the dataset `dataset_name`.
@@ -384,7 +386,7 @@ def evaluate_results(
     hand_models: dict[str, list[str]] = {}
     kept_fits: Optional[dict[str, FitResult]] = None
     for method, folder in method_dirs.items():
-        fits = load_fits(folder)
+        fits = load_fits(folder, skip_corrupt)
         if not fits:
             continue
         fitted[method] = [_Fitted(f.clip_id, f.sequence, [str(i) for i in f.frame_ids]) for f in fits.values()]
@@ -412,7 +414,7 @@ def evaluate_results(
     total = sum(len(items) for items in fitted.values())
     rows: list[dict[str, Any]] = []
     for method in fitted:
-        fits = kept_fits if kept_fits is not None else load_fits(method_dirs[method])
+        fits = kept_fits if kept_fits is not None else load_fits(method_dirs[method], skip_corrupt)
         for clip_id in sorted(fits):
             fit = fits[clip_id]
             clip = dataset.load_clip(spec_type(fit.sequence, [str(i) for i in fit.frame_ids]))

@@ -243,3 +243,18 @@ def test_export_needs_one_method(data, two_methods, tmp_path):
     result = runner.invoke(app, ["eval", "ho3d", "--results", str(two_methods), "--root", str(data.root),
                                  "--export-pred", str(tmp_path / "pred.json"), "--allow-non-mano"])
     assert result.exit_code == 2 and "--method" in result.output
+
+
+def test_corrupt_shard_is_named_or_skipped_with_flag(data, tmp_path):
+    results = write_results(tmp_path / "res" / "joint", [fit_from_ground_truth(c, "joint") for c in data.clips])
+    shards = sorted(results.glob("*.tar"))
+    assert len(shards) == 3
+    shards[1].write_bytes(shards[1].read_bytes()[:1000])  # truncated
+    args = ["eval", "ho3d", "--results", str(results), "--root", str(data.root), "--split", "evaluation",
+            "--mesh-cache", str(data.cache)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and shards[1].name in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, args + ["--skip-corrupt"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["joint"]["frames"] == 8  # two clips of four frames left

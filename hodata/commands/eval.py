@@ -96,6 +96,10 @@ def eval_command(
         "contact (0: the paper's definition, some hand vertex inside the object)."
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available) | cpu | cuda[:i]."),
+    skip_corrupt: bool = typer.Option(
+        False, "--skip-corrupt", help="Skip truncated or corrupted shards (counted in a warning) instead of stopping "
+        "with an error naming the shard."
+    ),
 ) -> None:
     """Compare fit results with the dataset's ground truth: print a table laid out like the paper's
     Table 1 and write metrics.json and metrics_per_clip.csv. Metrics without ground truth (e.g. hands
@@ -104,14 +108,14 @@ def eval_command(
 
     try:
         _run(dataset, results, root, split, method, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
-             contact_tolerance, device)
+             contact_tolerance, device, skip_corrupt)
     except HodataError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2)
 
 
 def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
-         contact_tolerance, device) -> None:
+         contact_tolerance, device, skip_corrupt=False) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -147,6 +151,7 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
         report = evaluation.evaluate_results(
             results, dataset, root, split=split, methods=methods or None, output_dir=output_dir, device=device,
             cache_dir=mesh_cache, mano_dir=mano_dir, contact_tolerance=contact_tolerance, progress=advance,
+            skip_corrupt=skip_corrupt,
         )
 
     title = f"{dataset} ({report.split}) — {report.root}" if report.split else f"{dataset} — {report.root}"

@@ -349,16 +349,23 @@ def collate_hand_object(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- FitResults
 
 
-def fit_results_from_shards(output_dir: str | os.PathLike, verify: bool = True) -> dict[str, FitResult]:
+def fit_results_from_shards(output_dir: str | os.PathLike, verify: bool = True,
+                            skip_corrupt: bool = False) -> dict[str, FitResult]:
     """Rebuild the FitResult of every clip in an output directory (for evaluation).
+
+    A corrupt shard raises HodataError naming it; with skip_corrupt its clips are left out and
+    a warning gives the count of skipped shards.
 
     Per-frame fields are stacked to (T, ...); fields stored as shared (betas (10,), scale ())
     come back shared. Object scale comes back as a 0-d tensor; the loss history is that of
     the clip's first frame's json; images and masks are not part of a FitResult.
     """
     by_clip: dict[str, list[dict[str, Any]]] = {}
-    for sample in load(output_dir, verify=verify):
+    dataset = load(output_dir, verify=verify, skip_corrupt=skip_corrupt)
+    for sample in dataset:
         by_clip.setdefault(sample["meta"]["clip_id"], []).append(sample)
+    if skip_corrupt and dataset.skipped_shards:
+        warnings.warn(f"{output_dir}: skipped {dataset.skipped_shards} corrupt shard(s); their clips are left out")
     return {clip_id: _fit_result(Path(output_dir), clip_id, samples) for clip_id, samples in sorted(by_clip.items())}
 
 
