@@ -26,7 +26,19 @@ class HandMeshes:
     joints: torch.Tensor    # (T, 21, 3) camera space
 
 
-class HandParameters(nn.Module):
+class _RigidParameters(nn.Module):
+    """Rotation from `rotation_6d` (T, 6) and a positive scale from `log_scale` (1,)."""
+
+    @property
+    def rotation(self) -> torch.Tensor:
+        return rotation_6d_to_matrix(self.rotation_6d)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+
+class HandParameters(_RigidParameters):
     """Per-frame rigid pose and PCA articulation of one hand, with a clip-shared scale.
 
     rotation_6d: (T, 6); translation: (T, 3) = D_hand (the middle MCP joint position);
@@ -43,14 +55,6 @@ class HandParameters(nn.Module):
         self.betas = nn.Parameter(betas.clone(), requires_grad=optimise_betas)
         self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
                                                  device=translation.device).log())
-
-    @property
-    def rotation(self) -> torch.Tensor:
-        return rotation_6d_to_matrix(self.rotation_6d)
-
-    @property
-    def scale(self) -> torch.Tensor:
-        return self.log_scale.exp()
 
     def meshes(self, layer: nn.Module) -> HandMeshes:
         """Camera-space vertices and joints (paper Eq. 1) from the hand layer."""
@@ -90,7 +94,7 @@ def hand_parameters_from_layer_pose(layer: nn.Module, side: str, global_orient: 
     return HandParameters(side, global_orient, translation, pca_pose, betas, **kwargs)
 
 
-class ObjectParameters(nn.Module):
+class ObjectParameters(_RigidParameters):
     """Per-frame rigid pose of one object and a clip-shared scale (paper Eq. 2).
 
     rotation_6d: (T, 6); translation: (T, 3); log_scale: (1,) optimised only for approximate
@@ -104,14 +108,6 @@ class ObjectParameters(nn.Module):
         self.translation = nn.Parameter(translation.clone())
         self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
                                                  device=translation.device).log(), requires_grad=optimise_scale)
-
-    @property
-    def rotation(self) -> torch.Tensor:
-        return rotation_6d_to_matrix(self.rotation_6d)
-
-    @property
-    def scale(self) -> torch.Tensor:
-        return self.log_scale.exp()
 
     def vertices(self, canonical: torch.Tensor) -> torch.Tensor:
         """canonical: (V, 3) model vertices -> (T, V, 3) camera space (Eq. 2)."""

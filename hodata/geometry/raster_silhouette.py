@@ -168,6 +168,16 @@ def _expand_ranges(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, rank
 
 
+def _chunks_of_pairs(counts: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
+    """Split items with `counts` (N,) pairs each into consecutive [first, last) ranges of about
+    max_pairs pairs, so the pairs of one chunk fit in bounded memory."""
+    cumulative = torch.cumsum(counts, 0)
+    total = int(cumulative[-1]) if cumulative.numel() else 0
+    num_chunks = max(1, -(-total // max_pairs))
+    bounds = torch.searchsorted(cumulative, torch.arange(1, num_chunks, device=counts.device) * max_pairs).tolist()
+    return [(first, last) for first, last in zip([0] + bounds, bounds + [counts.numel()]) if last > first]
+
+
 def winding_coverage(
     p0: torch.Tensor, p1: torch.Tensor, frame: torch.Tensor, batch: int, image_size: tuple[int, int]
 ) -> torch.Tensor:
@@ -325,13 +335,7 @@ def _nearest_segment_scatter(
     inside_flat = inside.reshape(-1)
     no_segment = torch.iinfo(torch.int64).max
     keys = torch.full((batch * height * width,), no_segment, dtype=torch.long, device=device)
-    cumulative = torch.cumsum(count, 0)
-    total = int(cumulative[-1]) if cumulative.numel() else 0
-    num_chunks = max(1, -(-total // MAX_PAIRS))
-    bounds = torch.searchsorted(cumulative, torch.arange(1, num_chunks, device=device) * MAX_PAIRS).tolist()
-    for first, last in zip([0] + bounds, bounds + [count.numel()]):
-        if last <= first:
-            continue
+    for first, last in _chunks_of_pairs(count, MAX_PAIRS):
         owner, rank = _expand_ranges(count[first:last])
         seg = first + owner
         e = rows.index_select(0, seg)

@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from hodata.geometry.camera import project
+from hodata.geometry.raster_silhouette import _chunks_of_pairs, _expand_ranges
 
 Z_NEAR = 1e-3
 """Metres; faces with a vertex closer to the camera plane are not drawn."""
@@ -92,14 +93,8 @@ def rasterize(
         dim=-1,
     )
     box_rows = torch.stack([col_lo, row_lo, box_w], dim=-1).reshape(-1, 3)
-    cumulative = torch.cumsum(count, 0)
-    total = int(cumulative[-1]) if cumulative.numel() else 0
-    num_chunks = max(1, -(-total // MAX_PAIRS))
-    bounds = torch.searchsorted(cumulative, torch.arange(1, num_chunks, device=device) * MAX_PAIRS).tolist()
-    for first, last in zip([0] + bounds, bounds + [count.numel()]):
-        if last <= first:
-            continue
-        owner, rank = _expand(count[first:last])
+    for first, last in _chunks_of_pairs(count, MAX_PAIRS):
+        owner, rank = _expand_ranges(count[first:last])
         bf = first + owner  # index into B * F
         box = box_rows.index_select(0, bf)
         w = box[:, 2]
@@ -133,12 +128,6 @@ def rasterize(
     mesh = torch.where(face >= 0, mesh_of_face[face.clamp_min(0)], -1)
     shape = (batch, height, width)
     return Fragments(face.view(shape), mesh.view(shape), depth.view(shape), bary.view(shape + (3,)))
-
-
-def _expand(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
-    offsets = torch.cumsum(counts, 0) - counts
-    return owner, torch.arange(owner.numel(), device=counts.device) - offsets[owner]
 
 
 def render_labels(
