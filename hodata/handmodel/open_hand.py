@@ -397,10 +397,11 @@ def _pose_correctives(verts, faces, weights) -> np.ndarray:
     return posedirs
 
 
-# The generated surface is stored with the package: pymeshlab's remeshing is deterministic in a
-# fresh process but not after other pymeshlab filters ran in the same process, and it is the
-# slow part (2-7 s). `python -m hodata.handmodel.open_hand` regenerates the file;
-# tests/test_handmodel.py checks that a fresh build reproduces it.
+# The generated surface is stored with the package, and it is canonical: pymeshlab's decimation
+# and remeshing depend on the OpenMP thread count and on filters run earlier in the same process,
+# so builds are not reproducible bit for bit; it is also the slow part (2-7 s).
+# `python -m hodata.handmodel.open_hand` regenerates the file; tests/test_handmodel.py checks
+# that a fresh build gives the same hand.
 SURFACE_FILE = Path(__file__).with_name("open_hand_surface.npz")
 
 
