@@ -76,8 +76,9 @@ def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config
 
 
 def report_summary(summary, dataset, output: Path) -> None:
+    unreadable = len(getattr(dataset, "skipped_clips", []))
     console.print(f"fitted {len(summary.fitted)} clip(s), resumed {len(summary.resumed)}, "
-                  f"failed {len(summary.failed)} -> {output}")
+                  f"failed {len(summary.failed)}, unreadable {unreadable} -> {output}")
     for clip_id, message in summary.failed.items():
         console.print(f"[yellow]skipped {clip_id}[/]: {message}")
     for message in getattr(dataset, "messages", []):
