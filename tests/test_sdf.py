@@ -326,3 +326,15 @@ def test_tracked_signed_distance_follows_small_motions_exactly():
     unknown = torch.full_like(guess, -1)
     values, _ = tracked_signed_distance(points, verts, faces, unknown, neighbourhoods)
     assert (values <= exact.clamp_min(0) + 1e-12).all()
+
+
+def test_triangle_sq_distance_matches_trimesh_closest_point():
+    from hodata.geometry.sdf import _triangle_sq_distance
+
+    gen = torch.Generator().manual_seed(4)
+    tri = torch.rand(400, 3, 3, generator=gen, dtype=torch.float64)
+    p = (torch.rand(400, 3, generator=gen, dtype=torch.float64) - 0.25) * 1.5
+    ours = _triangle_sq_distance(p, tri)
+    ref = trimesh.triangles.closest_point(tri.numpy(), p.numpy())
+    expected = ((p - torch.tensor(ref)) ** 2).sum(-1)
+    assert torch.allclose(ours, expected, atol=1e-12)

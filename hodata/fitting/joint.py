@@ -48,7 +48,7 @@ class FitConfig:
     # interaction terms refine the hands only, as the coarse interaction term does.
     interaction_moves_objects: bool = False
     hand_sdf_refresh: int = 10           # steps between exact nearest-face searches of the hand SDF
-    hand_sdf_margin: float = 0.02        # metres around the hand's box searched at a refresh
+    hand_sdf_margin: float = 0.01        # metres: points farther from the hand at a refresh are not tracked
 
     def active(self, terms: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(t for t in terms if t not in self.disabled and self.weights.get(t, 0.0) != 0.0)
@@ -104,8 +104,9 @@ def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: 
     Every `hand_sdf_refresh` steps the nearest hand face of each point is found by the exact
     search (points farther than `hand_sdf_margin` from the hand's box are left out); in
     between it is tracked through neighbouring faces (`tracked_signed_distance`), which is
-    exact near the surface, where collisions happen, at a fraction of the cost. Points outside
-    the hand's box are never inside the hand: they get the box distance. `tracking` holds the
+    exact near the surface, where collisions happen, at a fraction of the cost. Points that
+    were farther than the margin outside the hand at the refresh, or are outside the hand's
+    box, count as outside (a non-negative lower bound: no collision). `tracking` holds the
     state per `key` (a hand-object pair) and the current step under "step".
     """
     verts, faces = _closed_hand(layer, hand_vertices)
@@ -119,6 +120,9 @@ def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: 
                                              return_faces=True)
         if "neighbourhoods" not in state:
             state["neighbourhoods"] = face_neighbourhoods(faces, verts.shape[1])
+        # Points farther outside than the margin cannot reach the hand before the next refresh
+        # (steps move the meshes by millimetres): they are not tracked, and count as outside.
+        guess = torch.where(values.detach() > config.hand_sdf_margin, torch.full_like(guess, -1), guess)
         state.update(step=step, guess=guess)
         return values
     values, state["guess"] = tracked_signed_distance(points, verts, faces, state["guess"], state["neighbourhoods"],

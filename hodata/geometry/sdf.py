@@ -363,6 +363,34 @@ def _signed_distance_to_faces(
     return torch.where(inside, plane, sign * dist)
 
 
+def _triangle_sq_distance(p: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """Squared distance of points p (M, 3) to triangles tri (M, 3, 3), no sign, no gradients
+    needed: the closest point by Voronoi regions of the triangle (vertex, edge or face)."""
+    a, b, c = tri.unbind(1)
+    ab, ac, ap = b - a, c - a, p - a
+    bp, cp = p - b, p - c
+    d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
+    d3, d4 = (ab * bp).sum(-1), (ac * bp).sum(-1)
+    d5, d6 = (ab * cp).sum(-1), (ac * cp).sum(-1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    tiny = torch.finfo(p.dtype).tiny
+    # face region by default, then the edges, then the vertices overwrite where they apply
+    denom = (va + vb + vc).clamp_min(tiny)
+    v, w = vb / denom, vc / denom
+    closest = a + ab * v[:, None] + ac * w[:, None]
+    edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    closest = torch.where(edge_ab[:, None], a + ab * (d1 / (d1 - d3).clamp_min(tiny))[:, None], closest)
+    edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    closest = torch.where(edge_ac[:, None], a + ac * (d2 / (d2 - d6).clamp_min(tiny))[:, None], closest)
+    edge_bc = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
+    t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6)).clamp_min(tiny)
+    closest = torch.where(edge_bc[:, None], b + (c - b) * t_bc[:, None], closest)
+    closest = torch.where(((d1 <= 0) & (d2 <= 0))[:, None], a, closest)
+    closest = torch.where(((d3 >= 0) & (d4 <= d3))[:, None], b, closest)
+    closest = torch.where(((d6 >= 0) & (d5 <= d6))[:, None], c, closest)
+    return (p - closest).square().sum(-1)
+
+
 def _box_distance(points: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """Distance from points (..., 3) to axis-aligned boxes lo, hi (broadcastable); 0 inside."""
     square = torch.maximum(lo - points, points - hi).clamp_min(0).square().sum(-1)
@@ -474,10 +502,8 @@ def tracked_signed_distance(
         k = candidates.shape[1]
         q = flat.detach()[active][:, None].expand(-1, k, -1).reshape(-1, 3)
         f = frame[:, None].expand(-1, k).reshape(-1)
-        c = candidates.reshape(-1)
-        corners = faces[c]
-        d = _signed_distance_to_faces(q, verts.detach()[f[:, None], corners], edge_n[f, c], vert_n[f[:, None], corners])
-        best = candidates.gather(1, d.view(-1, k).abs().argmin(1, keepdim=True))[:, 0]
+        d = _triangle_sq_distance(q, verts.detach()[f[:, None], faces[candidates.reshape(-1)]])
+        best = candidates.gather(1, d.view(-1, k).argmin(1, keepdim=True))[:, 0]
     corners = faces[best]
     value = _signed_distance_to_faces(flat[active], verts[frame[:, None], corners], edge_n[frame, best],
                                       vert_n[frame[:, None], corners])
