@@ -30,6 +30,11 @@ def test_fit_writes_shards_resumes_and_skips_bad_clips(tmp_path):
         manifest = json.loads((out / method / "manifest.json").read_text())
         assert list(manifest["clips"]) == ["synthetic_SYN0_0000"]
         assert sum(s["samples"] for s in manifest["shards"]) == 4
+    assert manifest["config"]["root"] == str(root.resolve()) and manifest["config"]["split"] == "train"
+    evaluated = runner.invoke(app, ["eval", "ho3d", "--results", str(out), "--mesh-cache", str(cache)])
+    assert evaluated.exit_code == 0, evaluated.output  # root and split come from the manifest
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"joint", "independent"} and metrics["joint"]["frames"] == 4
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "resumed 1" in again.output
     assert len(list((out / "joint").glob("*.tar"))) == 1  # nothing written twice

@@ -72,6 +72,8 @@ def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config
             clips, dataset.model_for_clip, estimator, layers_for, output,
             methods=methods, config=config, init_config=init_config, device=device, overwrite=overwrite,
             save_frames=save_frames, seed=seed, on_clip=on_clip, keep_results=keep_results,
+            source={"dataset": getattr(dataset, "dataset_name", ""), "root": str(Path(dataset.root).resolve()),
+                    "split": getattr(dataset, "split", None)},
         )
 
 

@@ -62,17 +62,21 @@ def fit_dataset(
     seed: int = 0,
     on_clip: Callable[[str, str], None] | None = None,
     keep_results: bool = False,
+    source: dict | None = None,
 ) -> RunSummary:
     """Fit every clip and write its labels; bad clips are skipped, counted and explained.
 
-    on_clip(clip_id, status) is called after each clip ("fitted", "resumed", "failed").
+    on_clip(clip_id, status) is called after each clip ("fitted", "resumed", "failed");
+    source (dataset name, root, split) is recorded in the manifests so `hodata eval` can find
+    the ground truth without being told again.
     """
     from hodata.shards import ShardWriter
 
     config = config or FitConfig()
     init_config = init_config or ObjectInitConfig()
     output = Path(output)
-    run_config = {"methods": list(methods), "fit": asdict(config), "object_init": asdict(init_config), "seed": seed}
+    run_config = {"methods": list(methods), "fit": asdict(config), "object_init": asdict(init_config), "seed": seed,
+                  **(source or {})}
     writers = {m: ShardWriter(output / m, config=run_config, overwrite=overwrite, max_samples=10_000) for m in methods}
     summary = RunSummary()
     try:
