@@ -401,6 +401,11 @@ def make_synthetic_ho3d(
         raise HodataError(f"hand_side must be 'right' or 'left', got {hand_side!r}")
     if frames < 1:
         raise HodataError(f"frames must be >= 1, got {frames}")
+    from hodata.objects import CATALOG
+
+    unknown = [m for m in object_ids if m not in CATALOG]
+    if unknown:  # before anything is written
+        raise HodataError(f"unknown catalog object '{unknown[0]}' for synthetic data; choose from {', '.join(CATALOG)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names = _sequence_names(sequences)
