@@ -26,7 +26,7 @@ from .losses import object_silhouette_loss
 class ObjectInitConfig:
     n_samples: int = 500        # random rotations drawn (reference)
     n_hypotheses: int = 50      # candidates refined by rendering (paper: 50)
-    n_propagate: int = 10       # best candidates after frame 0 carried through the clip
+    n_propagate: int = 5        # best candidates after frame 0 carried through the clip (bench/RESULTS.md)
     steps_first: int = 50       # Adam steps on frame 0 (reference: 50 per frame)
     steps_per_frame: int = 25   # Adam steps on each later frame (reference: 50; halved for CPU, see bench)
     lr: float = 1e-2            # reference
