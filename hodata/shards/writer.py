@@ -240,6 +240,20 @@ def object_prefix(index: int) -> str:
     return "object" if index == 0 else f"object{index}"
 
 
+
+def _state_arrays(state, fields, label: str, T: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Arrays of one HandState / ObjectState per field spec (name, ndim, may_share), and the
+    names stored once for the clip instead of per frame."""
+    arrays, shared = {}, []
+    for name, ndim, may_share in fields:
+        value = getattr(state, name)
+        if value is None:
+            continue
+        arrays[name], is_shared = _split_frames(f"{label} {name}", value, T, ndim, may_share)
+        if is_shared:
+            shared.append(name)
+    return arrays, shared
+
 def encode_clip(
     fit: FitResult,
     images: Any = None,
@@ -265,14 +279,7 @@ def encode_clip(
     if any(s not in HAND_SIDES for s in sides) or len(set(sides)) != len(sides):
         raise ValueError(f"clip {fit.clip_id}: hand sides must be distinct values of {HAND_SIDES}, got {sides}")
     for hand in fit.hands:
-        arrays, shared = {}, []
-        for name, ndim, may_share in _HAND_FIELDS:
-            value = getattr(hand, name)
-            if value is None:
-                continue
-            arrays[name], is_shared = _split_frames(f"{hand.side} hand {name}", value, T, ndim, may_share)
-            if is_shared:
-                shared.append(name)
+        arrays, shared = _state_arrays(hand, _HAND_FIELDS, f"{hand.side} hand", T)
         pose_dim = int(arrays["hand_pose"].shape[-1]) if "hand_pose" in arrays else None
         hand_meta.append({"side": hand.side, "prefix": hand.side, "model_name": hand.model_name,
                           "pose_space": hand.pose_space, "pose_dim": pose_dim,
@@ -281,14 +288,7 @@ def encode_clip(
 
     object_meta, object_arrays = [], []
     for i, obj in enumerate(fit.objects):
-        arrays, shared = {}, []
-        for name, ndim, may_share in _OBJECT_FIELDS:
-            value = getattr(obj, name)
-            if value is None:
-                continue
-            arrays[name], is_shared = _split_frames(f"object {obj.model_id} {name}", value, T, ndim, may_share)
-            if is_shared:
-                shared.append(name)
+        arrays, shared = _state_arrays(obj, _OBJECT_FIELDS, f"object {obj.model_id}", T)
         object_meta.append({"prefix": object_prefix(i), "model_id": obj.model_id, "category": obj.category,
                             "fields": sorted(arrays), "shared": shared})
         object_arrays.append(arrays)
