@@ -51,7 +51,8 @@ def main(
         False, "--version", callback=_version, is_eager=True, help="Print the hodata version and exit."
     ),
     threads: int = typer.Option(
-        int(os.environ.get("HODATA_THREADS", "1")), "--threads", min=1,
+        int(os.environ["HODATA_THREADS"]) if os.environ.get("HODATA_THREADS", "").isdigit() else 1,
+        "--threads", min=1,
         help="CPU threads for torch (default 1, or $HODATA_THREADS): fitting runs many small ops, "
         "which extra threads slow down on a busy machine.",
     ),

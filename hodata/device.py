@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hodata.errors import HodataError
+
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn "auto" / "cpu" / "cuda[:i]" into a torch.device; "auto" picks CUDA when present."""
@@ -11,7 +13,10 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HodataError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+        raise HodataError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
     return device

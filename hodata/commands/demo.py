@@ -21,10 +21,10 @@ console = Console()
 def demo(
     output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Folder for the data, shards, metrics.json and overlay."),
     object_id: str = typer.Option("025_mug", "--object", help="Catalog object to grasp (see `hodata prep-meshes --help`)."),
-    frames: int = typer.Option(10, "--frames", help="Frames of the synthetic clip (one clip of 10 frames at stride 1)."),
+    frames: int = typer.Option(10, "--frames", min=1, help="Frames of the synthetic clip (one clip of 10 frames at stride 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic scene, hand-estimator noise and object hypotheses."),
-    steps1: int = typer.Option(200, "--steps1", help="Adam steps of joint-fit stage 1 (paper: 200)."),
-    steps2: int = typer.Option(200, "--steps2", help="Adam steps of joint-fit stage 2 (paper: 200)."),
+    steps1: int = typer.Option(200, "--steps1", min=0, help="Adam steps of joint-fit stage 1 (paper: 200)."),
+    steps2: int = typer.Option(200, "--steps2", min=0, help="Adam steps of joint-fit stage 2 (paper: 200)."),
     mesh_cache: Optional[Path] = typer.Option(None, "--mesh-cache", help="Mesh cache folder (default: $HODATA_MESH_CACHE or ./mesh_cache)."),
     mano_dir: Optional[Path] = typer.Option(None, "--mano-dir", help="Use MANO from this folder instead of the built-in open hand."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
@@ -66,12 +66,11 @@ def demo(
     hands, objects = overlay.fit_scene_meshes(fit, cache, mano_dir)
     panels = overlay.render_fit_panels(fit, hands, objects, images)
     overlay_path = output / "overlay.png"
-    import cv2
+    from hodata.commands.show import _write_png
 
-    cv2.imwrite(str(overlay_path), panels[len(panels) // 2][:, :, ::-1])
+    _write_png(overlay_path, panels[len(panels) // 2])
     video_path = overlay.write_video(panels, output / "overlay.mp4")
 
-    timings = {m: f.loss_history.get("timings_s") for m, f in summary.results.get(fit.clip_id, {}).items()}
     console.print(f"metrics: {report.metrics_path}")
     console.print(f"shards:  {fits_dir}/joint, {fits_dir}/independent")
     console.print(f"overlay: {overlay_path} (video: {video_path})")

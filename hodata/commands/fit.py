@@ -13,8 +13,6 @@ from hodata.errors import HodataError
 
 console = Console()
 
-TERMS = ("obj", "v2d", "pca", "scale", "smooth", "centroid", "collision", "local")
-
 
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -99,13 +97,13 @@ def fit(
     hand_init: str = typer.Option("simulated", "--hand-init", help="Hand initialisation provider: simulated (ground truth + documented noise)."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Output folder; one shard folder per method inside."),
     methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
-    clip_length: int = typer.Option(10, "--clip-length", help="Frames per clip (reference: 10)."),
-    stride: int = typer.Option(4, "--stride", help="Frame stride inside a clip (reference: 4 for HO-3D)."),
-    max_clips: Optional[int] = typer.Option(None, "--max-clips", help="Fit at most this many clips."),
-    steps1: int = typer.Option(200, "--steps1", help="Adam steps of stage 1 (paper: 200)."),
-    steps2: int = typer.Option(200, "--steps2", help="Adam steps of stage 2 (paper: 200)."),
-    roi_size: int = typer.Option(128, "--roi-size", help="Object silhouette render size in pixels."),
-    hypotheses: int = typer.Option(50, "--hypotheses", help="Object rotation hypotheses refined at initialisation (paper: 50)."),
+    clip_length: int = typer.Option(10, "--clip-length", min=1, help="Frames per clip (reference: 10)."),
+    stride: int = typer.Option(4, "--stride", min=1, help="Frame stride inside a clip (reference: 4 for HO-3D)."),
+    max_clips: Optional[int] = typer.Option(None, "--max-clips", min=0, help="Fit at most this many clips."),
+    steps1: int = typer.Option(200, "--steps1", min=0, help="Adam steps of stage 1 (paper: 200)."),
+    steps2: int = typer.Option(200, "--steps2", min=0, help="Adam steps of stage 2 (paper: 200)."),
+    roi_size: int = typer.Option(128, "--roi-size", min=1, help="Object silhouette render size in pixels."),
+    hypotheses: int = typer.Option(50, "--hypotheses", min=1, help="Object rotation hypotheses refined at initialisation (paper: 50)."),
     no_obj: bool = typer.Option(False, "--no-obj", help="Switch off the object silhouette term (Eq. 3)."),
     no_v2d: bool = typer.Option(False, "--no-v2d", help="Switch off the projected hand vertices term (Eq. 4)."),
     no_pca: bool = typer.Option(False, "--no-pca", help="Switch off the hand pose prior."),
@@ -131,7 +129,11 @@ def fit(
     switches = dict(obj=no_obj, v2d=no_v2d, pca=no_pca, scale=no_scale, smooth=no_smooth, centroid=no_centroid,
                     collision=no_collision, local=no_local)
     disabled = tuple(t for t, off in switches.items() if off)
+    from hodata.fitting import METHODS
+
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not method_list or any(m not in METHODS for m in method_list):
+        raise HodataError(f"--methods {methods!r}: choose one or more of {', '.join(METHODS)}, comma-separated")
     config, init_config = build_configs(steps1, steps2, roi_size, hypotheses, disabled)
     ds = make_dataset(dataset, root, split, sequences, clip_length, stride, evidence, mano_dir, mesh_cache)
     summary = run_fit(ds, output, method_list, config, init_config, device, overwrite, save_frames, seed, max_clips,

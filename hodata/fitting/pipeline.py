@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import replace
 
 import torch
 
@@ -94,7 +94,10 @@ def fit_clip(
     timings = {}
 
     start = time.perf_counter()
-    init = initialise_object_pose(vertices, faces, K, boxes, masks, init_config, generator=generator)
+    try:
+        init = initialise_object_pose(vertices, faces, K, boxes, masks, init_config, generator=generator)
+    except ValueError as exc:  # e.g. a mesh the renderer cannot draw (not closed, inconsistent winding)
+        raise HodataError(f"clip {clip.clip_id}: object model {object_model.model_id}: {exc}") from None
     timings["object_init_s"] = time.perf_counter() - start
 
     dims = getattr(object_model, "dimensions", None)
@@ -104,12 +107,14 @@ def fit_clip(
     hand_evidence = []
     for h in hand_inits:
         moved = HandInit(**{k: _to(v, device, dtype) for k, v in vars(h).items()})
-        layer = hand_layers[h.side].to(device=device, dtype=dtype)
+        if h.side not in hand_layers:
+            raise HodataError(f"clip {clip.clip_id}: no hand layer for the {h.side} hand")
+        # a copy: the caller's layer (often cached by a hand-init provider) stays where it was
+        layer = copy.deepcopy(hand_layers[h.side]).to(device=device, dtype=dtype)
         hand_evidence.append(HandEvidence(layer, moved))
 
     results = {}
     for method in methods:
-        torch.manual_seed(seed)
         start = time.perf_counter()
         hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(init.rotation, init.translation)],
                                                        K, clip.image_size, config, joint=(method == "joint"))

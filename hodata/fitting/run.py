@@ -90,7 +90,8 @@ def fit_dataset(
                 model = object_model_for(clip)
                 inits = hand_init_provider(clip)
                 layers = hand_layers_for(clip)
-                fits = fit_clip(clip, model, inits, layers, config, init_config, methods=methods, device=device,
+                missing = tuple(m for m in methods if clip.clip_id not in writers[m].done_clips)
+                fits = fit_clip(clip, model, inits, layers, config, init_config, methods=missing, device=device,
                                 seed=seed)
                 images = clip_images(clip) if save_frames else None
                 masks = clip_masks(clip) if save_frames else None
@@ -100,8 +101,6 @@ def fit_dataset(
                     on_clip(clip.clip_id, "failed")
                 continue
             for m, fit in fits.items():
-                if clip.clip_id in writers[m].done_clips:
-                    continue
                 quality = {"mask_iou": fit.loss_history.get("mask_iou_per_frame"),
                            "v2d_px": fit.loss_history.get("v2d_px_per_frame")}
                 writers[m].write_clip(fit, images=images, masks=masks, quality=quality)
