@@ -609,14 +609,18 @@ def load_object_model(
         hint = f" (close: {', '.join(close)})" if close else ""
         raise HodataError(f"{folder}: object model '{model_id}' is not in the mesh cache{hint}; "
                           f"run `hodata prep-meshes {model_id if model_id in CATALOG else '<mesh file>'} --cache {cache_dir}`")
-    mesh = trimesh.load(folder / MESH_FILE, process=False)
-    vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=dtype, device=device)
-    faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long, device=device)
-    sdf = SDFGrid.load(folder / SDF_FILE)
-    if hasattr(sdf, "to"):
-        sdf = sdf.to(device=device, dtype=dtype)
+    fix = f"; rebuild it with `hodata prep-meshes --force --cache {cache_dir}`"
+    try:
+        mesh_vertices, mesh_faces = load_mesh_file(folder / MESH_FILE)
+    except HodataError as exc:
+        raise HodataError(f"{exc}{fix}") from None
+    vertices = torch.as_tensor(mesh_vertices, dtype=dtype, device=device)
+    faces = torch.as_tensor(mesh_faces, dtype=torch.long, device=device)
+    sdf = SDFGrid.load(folder / SDF_FILE).to(device=device, dtype=dtype)
     category = meta.get("category")
-    dims = CATEGORIES[category].dimensions if category in CATEGORIES else meta["bbox_dimensions"]
+    dims = CATEGORIES[category].dimensions if category in CATEGORIES else meta.get("bbox_dimensions")
+    if dims is None:
+        raise HodataError(f"{folder / META_FILE} has no bbox_dimensions (older or truncated cache entry){fix}")
     return ObjectModel(model_id, vertices, faces, sdf, category,
                        torch.as_tensor(dims, dtype=dtype, device=device), meta)
 

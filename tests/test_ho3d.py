@@ -94,6 +94,16 @@ def test_read_rgb_names_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(HodataError, match="corrupt .*bad.png"):
         read_rgb(bad)
+    # a JPEG cut in half still decodes in OpenCV (grey tail, only a warning): caught by its missing end marker
+    import cv2
+
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    assert read_rgb(good).shape == (48, 64, 3)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(HodataError, match="corrupt .*cut.jpg"):
+        read_rgb(cut)
 
 
 def test_segmentation_encoding_round_trip(tmp_path):

@@ -239,6 +239,16 @@ def test_load_and_ensure_object_model(tmp_path):
         ensure_object_model("025_mugg", cache)
     with pytest.raises(HodataError, match="prep-meshes"):
         load_object_model("004_sugar_box", cache)
+    # damaged cache files: one line naming the file and the rebuild command
+    entry = cache / "proc_phone"
+    sdf_bytes = (entry / "sdf.npz").read_bytes()
+    (entry / "sdf.npz").write_bytes(sdf_bytes[:100])
+    with pytest.raises(HodataError, match="sdf.npz"):
+        load_object_model("proc_phone", cache)
+    (entry / "sdf.npz").write_bytes(sdf_bytes)
+    (entry / "mesh.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\n")
+    with pytest.raises(HodataError, match="mesh.ply.*--force"):
+        load_object_model("proc_phone", cache)
 
 
 def test_model_without_category_uses_its_own_box(tmp_path):

@@ -387,7 +387,8 @@ def render_silhouette(
         raise ValueError(f"sigma must be > 0 pixels, got {sigma}")
     batch = verts.shape[0]
     height, width = image_size
-    K = _batched_intrinsics(K, batch).to(verts.dtype)
+    K = _batched_intrinsics(K, batch).to(verts)
+    faces = faces.to(verts.device)
     edges = mesh_edges(faces)
     contour = contour_edges(verts, edges, faces)
     with torch.no_grad():

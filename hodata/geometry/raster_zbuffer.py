@@ -62,7 +62,7 @@ def rasterize(
     height, width = image_size
     verts, faces, mesh_of_face = _concatenate(meshes)
     batch, num_faces = verts.shape[0], faces.shape[0]
-    K = (K.expand(batch, 3, 3) if K.dim() == 2 else K).to(verts.dtype)
+    K = (K.expand(batch, 3, 3) if K.dim() == 2 else K).to(verts)
     device, dtype = verts.device, verts.dtype
     pixels = project(verts, K)
     tri_xy = pixels[:, faces]  # (B, F, 3, 2)

@@ -21,6 +21,8 @@ Sign convention everywhere: positive outside, negative inside, metres.
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -563,7 +565,7 @@ class SDFGrid:
         try:
             with np.load(path) as data:
                 values, origin, spacing = data["values"], data["origin"], data["spacing"]
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise HodataError(
                 f"cannot read SDF grid {path}: {error}; regenerate it with `hodata prep-meshes`"
             ) from None
@@ -600,7 +602,7 @@ def sample_sdf_grid(grid: SDFGrid, points: torch.Tensor) -> torch.Tensor:
     Differentiable w.r.t. points. Outside the grid the value is that at the nearest grid
     point plus the distance to the grid's box, so it stays positive and grows outward.
     """
-    values = grid.values.to(points.dtype)
+    values = grid.values.to(points)
     size = torch.tensor(values.shape, device=points.device, dtype=points.dtype)
     origin = grid.origin.to(points)
     spacing = grid.spacing_vector().to(points)
