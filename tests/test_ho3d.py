@@ -347,3 +347,20 @@ def test_real_ho3d_hands_use_mano_files(copy_root, cache, clips, tmp_path):
     hand = ds[0].gt_hands[0]
     expected = clips[1][0].gt_hands[0]
     assert hand.side == "right" and torch.allclose(hand.vertices, expected.vertices, atol=1e-9)
+
+
+def test_meta_pickles_cannot_run_code(tmp_path):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("side effect",))
+
+    path = tmp_path / "0000.pkl"
+    path.write_bytes(pickle.dumps({"objRot": Exploit()}))
+    with pytest.raises(HodataError, match="corrupt annotation file .*0000.pkl"):
+        load_meta(path)
+    safe = tmp_path / "0001.pkl"
+    safe.write_bytes(pickle.dumps({"camMat": np.eye(3), "objName": "025_mug", "objRot": None}, protocol=2))
+    meta = load_meta(safe)
+    assert np.array_equal(meta["camMat"], np.eye(3)) and meta["objRot"] is None

@@ -38,7 +38,6 @@ a file exists it is used for the ground truth of that frame.
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from hodata.errors import HodataError
 from hodata.geometry.camera import OPENGL_TO_OPENCV, boxes_from_points, project
 from hodata.geometry.rotations import axis_angle_to_matrix
 from hodata.geometry.transforms import apply_similarity
+from hodata.safe_pickle import NumpyUnpickler
 from hodata.types import Clip, HandState, ObjectState
 
 TRAIN_META_KEYS = (
@@ -85,7 +85,7 @@ def load_meta(path: str | Path) -> dict:
     try:
         with open(path, "rb") as f:
             # HO-3D v2 pickles come from Python 2: latin-1 decodes their numpy byte strings.
-            meta = pickle.load(f, encoding="latin1")
+            meta = NumpyUnpickler(f, encoding="latin1").load()
     except Exception as exc:  # unpickling raises many types on a damaged file
         raise HodataError(
             f"corrupt annotation file {path} ({type(exc).__name__}); re-extract it from the HO-3D archive"

@@ -17,6 +17,7 @@ import numpy as np
 
 from hodata.errors import HodataError
 from hodata.handmodel.constants import NUM_MANO_JOINTS, POSE_DIM, REQUIRED_KEYS
+from hodata.safe_pickle import NumpyUnpickler
 
 
 class _PickledState:
@@ -49,28 +50,15 @@ def _sparse_class(name: str) -> type:
     return type(name, (_SparseStandIn,), {"_source": f"scipy.sparse.{name}"})
 
 
-_NUMPY_NAMES = {"_reconstruct", "scalar", "dtype", "ndarray", "_frombuffer", "frombuffer"}
-_BUILTIN_NAMES = {"object", "set", "frozenset", "slice", "complex", "list", "dict", "tuple", "bytearray"}
+class _ManoUnpickler(NumpyUnpickler):
+    """NumpyUnpickler plus stand-ins for chumpy objects and scipy sparse matrices."""
 
-
-class _ManoUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        root = module.split(".")[0]
-        if root == "chumpy":
+        if module.split(".")[0] == "chumpy":
             return _chumpy_class(name)
         if module.startswith("scipy.sparse"):
             return _sparse_class(name)
-        if root == "numpy" and (name in _NUMPY_NAMES or module.startswith("numpy.dtypes")):
-            if module.startswith("numpy.core"):
-                module = "numpy._core" + module[len("numpy.core"):]
-            return super().find_class(module, name)
-        if module in ("copy_reg", "copyreg") and name == "_reconstructor":
-            return super().find_class("copyreg", name)
-        if module == "_codecs" and name == "encode":  # protocol 2 stores bytes this way
-            return super().find_class(module, name)
-        if module in ("builtins", "__builtin__") and name in _BUILTIN_NAMES:
-            return super().find_class("builtins", name)
-        raise pickle.UnpicklingError(f"refusing to load class {module}.{name}")
+        return super().find_class(module, name)
 
 
 def _to_array(value, key: str, path: Path) -> np.ndarray | str:
