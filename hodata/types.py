@@ -27,7 +27,10 @@ class HandState:
     hand_pose: Optional[torch.Tensor] = None      # (T, P) full 45-D axis-angle or PCA coefficients
     pose_space: str = "axis_angle"     # "axis_angle" (45-D) | "pca" (first P components)
     betas: Optional[torch.Tensor] = None          # (10,) or (T, 10)
-    transl: Optional[torch.Tensor] = None         # (T, 3) model translation input
+    # (T, 3): for ground truth, the hand layer's `transl` input; for fits, D_hand of paper Eq. 1
+    # (the middle-MCP joint position, after rotation R and scale s about it). `vertices` and
+    # `joints` are authoritative either way.
+    transl: Optional[torch.Tensor] = None
     scale: Optional[torch.Tensor] = None          # () shared hand scale s_hand (paper Eq. 1)
     model_name: str = ""               # which hand model made the vertices ("mano", "open-hand-v1", ...)
 

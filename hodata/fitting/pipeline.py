@@ -23,6 +23,14 @@ def _to(x, device, dtype):
         x.to(device) if torch.is_tensor(x) else x)
 
 
+def _on_cpu(state):
+    """A HandState / ObjectState with every tensor field moved to the CPU."""
+    from dataclasses import fields, replace
+
+    return replace(state, **{f.name: getattr(state, f.name).cpu() for f in fields(state)
+                             if torch.is_tensor(getattr(state, f.name))})
+
+
 def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, evidence, method: str,
                      config: FitConfig, timings: list[float] | None = None) -> FitResult:
     """A FitResult from fitted parameters, with the quality measures the shard writer reads:
@@ -42,11 +50,12 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
     history["mask_iou_per_frame"] = iou.tolist()
     history["v2d_px_per_frame"] = v2d_px.tolist()
     history["timings_s"] = list(timings or [])
+    # results leave the device: they are written to shards or kept across many clips
     return FitResult(
         clip_id=clip.clip_id, dataset=clip.dataset, sequence=clip.sequence, frame_ids=list(clip.frame_ids),
-        K=clip.K.clone(), image_size=clip.image_size,
-        hands=[hand_state(p, e.layer) for p, e in zip(hands, hand_evidence)],
-        objects=[object_state(o, evidence) for o in objects],
+        K=clip.K.detach().cpu().clone(), image_size=clip.image_size,
+        hands=[_on_cpu(hand_state(p, e.layer)) for p, e in zip(hands, hand_evidence)],
+        objects=[_on_cpu(object_state(o, evidence)) for o in objects],
         method=method, losses=losses, loss_history=history, flags=flags,
         hand_init=",".join(sorted({e.init.provider for e in hand_evidence})),
     )
