@@ -523,6 +523,7 @@ def export_ho3d_predictions(
     path: str | os.PathLike,
     allow_non_mano: bool = False,
     zip: bool = True,
+    skip_corrupt: bool = False,
 ) -> ExportReport:
     """Write the HO-3D challenge prediction file of one method's fits.
 
@@ -550,7 +551,7 @@ def export_ho3d_predictions(
     source = "results"
     if not isinstance(fits, Mapping):
         source = str(fits)
-        fits = load_fits(fits)
+        fits = load_fits(fits, skip_corrupt)
     evaluation_ids = read_evaluation_list(root)
     joints_by_id: dict[str, torch.Tensor] = {}
     vertices_by_id: dict[str, torch.Tensor] = {}

@@ -163,7 +163,7 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
     if export_pred is not None:
         (only,) = report.method_dirs
         export = evaluation.export_ho3d_predictions(report.method_dirs[only], report.root, export_pred,
-                                                    allow_non_mano=allow_non_mano)
+                                                    allow_non_mano=allow_non_mano, skip_corrupt=skip_corrupt)
         if export.resampled:
             err.print(f"[yellow]warning:[/yellow] hand model {export.hand_model} is not MANO: wrote 778 resampled "
                       "vertices per frame; the challenge cannot score this file", highlight=False, soft_wrap=True)
