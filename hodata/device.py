@@ -20,3 +20,10 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HodataError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
     return device
+
+
+def to_device(x, device: torch.device | str, dtype: torch.dtype):
+    """Move a tensor to `device`, casting floating tensors to `dtype`; other values pass through."""
+    if not torch.is_tensor(x):
+        return x
+    return x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)

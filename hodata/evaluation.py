@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import torch
 
 from hodata import __version__
+from hodata.device import to_device
 from hodata.errors import HodataError
 from hodata.metrics.summary import METRIC_KEYS, aggregate, evaluate_fit
 from hodata.shards.manifest import MANIFEST_NAME, read_manifest
@@ -232,22 +233,14 @@ def check_fits_in_dataset(
 # ----------------------------------------------------------------------------- metrics of one clip
 
 
-def _to(x: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return x.to(device=device, dtype=dtype)
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device)
-    return x
-
-
 def fit_to(fit: FitResult, device: torch.device, dtype: torch.dtype) -> FitResult:
     """A copy of `fit` with its hand and object tensors on `device` / `dtype`."""
-    hands = [replace(h, **{k: _to(getattr(h, k), device, dtype) for k in
+    hands = [replace(h, **{k: to_device(getattr(h, k), device, dtype) for k in
                            ("vertices", "joints", "global_orient", "hand_pose", "betas", "transl", "scale")})
              for h in fit.hands]
-    objects = [replace(o, **{k: _to(getattr(o, k), device, dtype) for k in ("rotation", "translation", "scale", "vertices")})
+    objects = [replace(o, **{k: to_device(getattr(o, k), device, dtype) for k in ("rotation", "translation", "scale", "vertices")})
                for o in fit.objects]
-    return replace(fit, hands=hands, objects=objects, K=_to(fit.K, device, dtype))
+    return replace(fit, hands=hands, objects=objects, K=to_device(fit.K, device, dtype))
 
 
 def exact_object_sdf(model_vertices: torch.Tensor, model_faces: torch.Tensor, tolerance: float = 0.0):

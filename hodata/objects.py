@@ -35,6 +35,7 @@ import torch
 
 import hodata
 from hodata.errors import HodataError
+from hodata.fileio import sha256_file
 from hodata.geometry.meshprep import MESH_SUFFIXES, load_mesh_file, make_watertight_resampled, to_metres
 from hodata.paths import default_mesh_cache
 
@@ -275,12 +276,6 @@ def discover_sources(path: str | Path) -> list[tuple[str, Path]]:
                   for p in files)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sha256_arrays(verts: np.ndarray, faces: np.ndarray) -> str:
@@ -415,7 +410,7 @@ def prepare_mesh(
             verts, faces = procedural_mesh(src.model_id)
             source_hash = _sha256_arrays(verts, faces)
         else:
-            source_hash = _sha256_file(src.path)
+            source_hash = sha256_file(src.path)
             verts = faces = None
 
         folder = cache_dir / src.model_id
@@ -597,7 +592,6 @@ def load_object_model(
     dtype: torch.dtype = torch.float32,
 ) -> ObjectModel:
     """Load a prepared model from the cache. Raises HodataError when it is not there."""
-    import trimesh
 
     from hodata.geometry.sdf import SDFGrid
 

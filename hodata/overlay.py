@@ -507,7 +507,7 @@ def read_results_clips(
     return out
 
 
-def find_frame_image(root: str | os.PathLike, dataset: str, sequence: str, frame_id: str) -> Optional[Path]:
+def find_frame_image(root: str | os.PathLike, sequence: str, frame_id: str) -> Optional[Path]:
     """The image of a frame under a dataset root, or None when no known layout has it.
 
     Layouts tried: HO-3D / synthetic `<root>/{train,evaluation}/<seq>/rgb/<id>.{png,jpg}`,
@@ -539,7 +539,7 @@ def read_frames_from_root(root: str | os.PathLike, fit: FitResult) -> Optional[n
     H, W = (int(s) for s in fit.image_size)
     frames = []
     for frame_id in fit.frame_ids:
-        path = find_frame_image(root, fit.dataset, fit.sequence, frame_id)
+        path = find_frame_image(root, fit.sequence, frame_id)
         if path is None:
             return None
         image = read_rgb(path)

@@ -29,3 +29,10 @@ class NumpyUnpickler(pickle.Unpickler):
         if module in ("builtins", "__builtin__") and name in _BUILTIN_NAMES:
             return super().find_class("builtins", name)
         raise pickle.UnpicklingError(f"refusing to load class {module}.{name}")
+
+
+def load_pickle(path, unpickler: type[pickle.Unpickler] = NumpyUnpickler):
+    """Unpickle a file with a restricted unpickler. latin-1 decodes the numpy byte strings of
+    Python 2 pickles (MANO, HO-3D v2). Errors propagate: callers name the file and the fix."""
+    with open(path, "rb") as f:
+        return unpickler(f, encoding="latin1").load()

@@ -17,7 +17,7 @@ from hodata.fitting.joint import (
     run_stage,
 )
 from hodata.fitting.object_init import crop_masks, silhouette_iou, translation_from_box
-from hodata.fitting.scene import HandParameters, ObjectParameters
+from hodata.fitting.scene import ObjectParameters
 from hodata.geometry.camera import boxes_from_points, crop_intrinsics, project
 from hodata.geometry.raster import render_silhouette
 from hodata.geometry.rotations import random_rotations

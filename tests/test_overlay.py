@@ -14,7 +14,7 @@ from hodata import handmodel, overlay
 from hodata.cli import app
 from hodata.errors import HodataError
 from hodata.geometry.raster import render_labels, render_shaded
-from hodata.objects import load_object_model, prepare_mesh
+from hodata.objects import prepare_mesh
 from hodata.shards import ShardWriter
 from hodata.types import FitResult, HandState, ObjectState
 

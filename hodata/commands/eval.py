@@ -104,14 +104,9 @@ def eval_command(
     """Compare fit results with the dataset's ground truth: print a table laid out like the paper's
     Table 1 and write metrics.json and metrics_per_clip.csv. Metrics without ground truth (e.g. hands
     of HO-3D's evaluation split, objects of Core50 / Epic-Kitchens) are shown as — and stored as null."""
-    from hodata.errors import HodataError
-
-    try:
-        _run(dataset, results, root, split, method, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
-             contact_tolerance, device, skip_corrupt)
-    except HodataError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2)
+    # a HodataError becomes one `error:` line and exit code 2 in hodata.cli, as for every command
+    _run(dataset, results, root, split, method, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
+         contact_tolerance, device, skip_corrupt)
 
 
 def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,

@@ -25,6 +25,7 @@ def info(
 
     import hodata
     from hodata import handmodel
+    from hodata.device import resolve_device
     from hodata.paths import default_mesh_cache
 
     table = Table(title="hodata", show_header=False)
@@ -32,7 +33,7 @@ def info(
     table.add_row("torch", torch.__version__)
     cuda = torch.cuda.is_available()
     table.add_row("CUDA available", f"yes ({torch.cuda.get_device_name(0)})" if cuda else "no")
-    table.add_row("device (--device auto)", "cuda" if cuda else "cpu")
+    table.add_row("device (--device auto)", str(resolve_device("auto")))
     table.add_row("torch threads", str(torch.get_num_threads()))
 
     status = handmodel.describe(mano_dir)

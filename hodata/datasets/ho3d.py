@@ -37,7 +37,6 @@ a file exists it is used for the ground truth of that frame.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +48,11 @@ import torch
 from hodata.datasets.base import clip_windows, find_image, read_rgb, register_dataset
 from hodata.device import resolve_device
 from hodata.errors import HodataError
+from hodata.fileio import sha256_file
 from hodata.geometry.camera import OPENGL_TO_OPENCV, boxes_from_points, project
 from hodata.geometry.rotations import axis_angle_to_matrix
 from hodata.geometry.transforms import apply_similarity
-from hodata.safe_pickle import NumpyUnpickler
+from hodata.safe_pickle import load_pickle
 from hodata.types import Clip, HandState, ObjectState
 
 TRAIN_META_KEYS = (
@@ -83,9 +83,7 @@ def load_meta(path: str | Path) -> dict:
     if not path.is_file():
         raise HodataError(f"missing annotation file {path}; restore it or remove the frame from the split list")
     try:
-        with open(path, "rb") as f:
-            # HO-3D v2 pickles come from Python 2: latin-1 decodes their numpy byte strings.
-            meta = NumpyUnpickler(f, encoding="latin1").load()
+        meta = load_pickle(path)
     except Exception as exc:  # unpickling raises many types on a damaged file
         raise HodataError(
             f"corrupt annotation file {path} ({type(exc).__name__}); re-extract it from the HO-3D archive"
@@ -166,7 +164,7 @@ def ho3d_object_model(
         raise HodataError(
             f"unknown object model '{obj_name}': {path} not found; put the YCB models under {Path(models_dir)}"
         )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    digest = sha256_file(path)[:8]
     model_id = f"ho3d_{obj_name}_{digest}"
     category = CATALOG[obj_name].category if obj_name in CATALOG else None
     result = prepare_mesh(path, cache_dir, model_id=model_id, category=category, units="m")

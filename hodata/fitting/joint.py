@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hodata.geometry.camera import boxes_from_points, crop_intrinsics, project
+from hodata.geometry.camera import boxes_from_points, project
 from hodata.geometry.raster import render_silhouette
 from hodata.geometry.sdf import face_neighbourhoods, mesh_signed_distance, object_sdf, tracked_signed_distance
 from hodata.types import HandInit, HandState, ObjectState
 
 from . import losses as L
-from .object_init import crop_masks, roi_boxes, silhouette_iou
+from .object_init import roi_targets, silhouette_iou
 from .scene import HandParameters, ObjectParameters, hand_parameters_from_layer_pose
 
 STAGE1_TERMS = ("obj", "v2d", "pca", "scale", "smooth", "centroid")
@@ -84,17 +84,8 @@ class StageOutcome:
 def object_evidence(vertices, faces, sdf, K, object_boxes, object_masks, config: FitConfig,
                     reference_size=None, model_id="", category=None) -> ObjectEvidence:
     """Crop the object target masks once into ROI cameras (T, S, S)."""
-    frames = object_boxes.shape[0]
-    rois = roi_boxes(object_boxes, config.roi_expand)
-    K_roi = crop_intrinsics(K.expand(frames, 3, 3), rois, (config.roi_size, config.roi_size))
-    target = crop_masks(object_masks.to(vertices.dtype), rois, config.roi_size)
+    K_roi, target = roi_targets(K.to(vertices.dtype), object_boxes, object_masks, config.roi_size, config.roi_expand)
     return ObjectEvidence(vertices, faces, sdf, K_roi, target, reference_size, model_id, category)
-
-
-def _closed_hand(layer: nn.Module, vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The hand as a closed 2-manifold for signed distances: the layer caps the wrist ring
-    with faces over the existing vertices, so only the faces change."""
-    return vertices, layer.closed_faces
 
 
 def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: torch.Tensor, config: FitConfig,
@@ -109,7 +100,8 @@ def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: 
     box, count as outside (a non-negative lower bound: no collision). `tracking` holds the
     state per `key` (a hand-object pair) and the current step under "step".
     """
-    verts, faces = _closed_hand(layer, hand_vertices)
+    # the layer caps the wrist ring with faces over existing vertices: a closed 2-manifold
+    verts, faces = hand_vertices, layer.closed_faces
     if tracking is None:
         return mesh_signed_distance(points, verts, faces, max_distance=0.0)
     step = tracking.get("step", 0)

@@ -72,9 +72,17 @@ def translation_from_box(vertices: torch.Tensor, rotations: torch.Tensor, box: t
     return translation
 
 
-def roi_boxes(object_boxes: torch.Tensor, expand: float) -> torch.Tensor:
-    """Square region-of-interest boxes (..., 4) around object boxes."""
-    return square_box(object_boxes, expand)
+def roi_targets(K: torch.Tensor, object_boxes: torch.Tensor, object_masks: torch.Tensor, size: int,
+                expand: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region-of-interest cameras and targets for the silhouette term, computed once per clip.
+
+    K: (3, 3); object_boxes: (T, 4); object_masks: (T, H, W) in {-1, 0, 1} -> K_roi (T, 3, 3)
+    of square crops `expand` times the larger box side, and the masks cropped to them
+    (T, size, size).
+    """
+    rois = square_box(object_boxes, expand)
+    K_roi = crop_intrinsics(K.expand(object_boxes.shape[0], 3, 3), rois, (size, size))
+    return K_roi, crop_masks(object_masks.to(K_roi.dtype), rois, size)
 
 
 def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -151,9 +159,7 @@ def initialise_object_pose(
     config = config or ObjectInitConfig()
     device, dtype = vertices.device, vertices.dtype
     frames = object_boxes.shape[0]
-    rois = roi_boxes(object_boxes, config.roi_expand)
-    K_roi = crop_intrinsics(K.expand(frames, 3, 3), rois, (config.roi_size, config.roi_size))
-    targets = crop_masks(object_masks.to(dtype), rois, config.roi_size)
+    K_roi, targets = roi_targets(K.to(dtype), object_boxes, object_masks, config.roi_size, config.roi_expand)
 
     rotations = random_rotations(config.n_samples, generator=generator, dtype=dtype, device=device)
     translations = translation_from_box(vertices, rotations, object_boxes[0], K, scale, config.box_iterations)

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from hodata.device import resolve_device
+from hodata.device import resolve_device, to_device
 from hodata.errors import HodataError
 from hodata.geometry.camera import project
 from hodata.types import Clip, FitResult, HandInit
@@ -16,11 +16,6 @@ from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, o
 from .object_init import ObjectInitConfig, initialise_object_pose
 
 METHODS = ("independent", "joint")
-
-
-def _to(x, device, dtype):
-    return x.to(device=device, dtype=dtype) if torch.is_tensor(x) and x.is_floating_point() else (
-        x.to(device) if torch.is_tensor(x) else x)
 
 
 def _on_cpu(state):
@@ -115,7 +110,7 @@ def fit_clip(
                                object_model.model_id, getattr(object_model, "category", None))
     hand_evidence = []
     for h in hand_inits:
-        moved = HandInit(**{k: _to(v, device, dtype) for k, v in vars(h).items()})
+        moved = HandInit(**{k: to_device(v, device, dtype) for k, v in vars(h).items()})
         if h.side not in hand_layers:
             raise HodataError(f"clip {clip.clip_id}: no hand layer for the {h.side} hand")
         # a copy: the caller's layer (often cached by a hand-init provider) stays where it was

@@ -17,7 +17,7 @@ import numpy as np
 
 from hodata.errors import HodataError
 from hodata.handmodel.constants import NUM_MANO_JOINTS, POSE_DIM, REQUIRED_KEYS
-from hodata.safe_pickle import NumpyUnpickler
+from hodata.safe_pickle import NumpyUnpickler, load_pickle
 
 
 class _PickledState:
@@ -111,8 +111,7 @@ def read_mano_pickle(path: str | Path) -> dict:
     if not path.is_file():
         raise HodataError(f"{path}: MANO file not found; pass --mano-dir with the folder holding MANO_RIGHT.pkl / MANO_LEFT.pkl")
     try:
-        with open(path, "rb") as fh:
-            raw = _ManoUnpickler(fh, encoding="latin1").load()
+        raw = load_pickle(path, _ManoUnpickler)
     except HodataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from typing import Any, Iterator, Optional
 
 from hodata import __version__
 from hodata.errors import HodataError
+from hodata.fileio import sha256_file  # noqa: F401  (part of this module's API)
 
 FORMAT_NAME = "hodata-shards"
 SCHEMA_VERSION = 1
@@ -199,12 +199,6 @@ def update_manifest(
     return manifest
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _now() -> str:
