@@ -54,8 +54,10 @@ def test_clip_windows_cover_the_sequence_without_overlap(n, length, stride):
     windows = clip_windows(n, length, stride)
     span = (length - 1) * stride + 1
     assert windows, "a long enough sequence gives at least one window"
-    for w in windows:
+    for w in windows[:-1]:
         assert len(w) == length
+    assert 1 <= len(windows[-1]) <= length
+    for w in windows:
         assert np.all(np.diff(w) == stride)
         assert 0 <= w[0] and w[-1] < n
     assert windows[-1][-1] == n - 1, "the last frame is covered"
@@ -65,10 +67,21 @@ def test_clip_windows_cover_the_sequence_without_overlap(n, length, stride):
     assert regular[0][0] == 0
 
 
+@pytest.mark.parametrize("length, stride", [(10, 4), (5, 2), (10, 1), (4, 3)])
+def test_clip_windows_never_repeat_a_frame(length, stride):
+    """Every length from 1 to 300 (n = 1 mod 4 from 41 up used to repeat frames at T=10, stride 4)."""
+    for n in range(1, 301):
+        frames = [i for w in clip_windows(n, length, stride) for i in w]
+        assert len(frames) == len(set(frames)), n
+        assert frames[-1] == n - 1 or max(frames) == n - 1
+
+
 def test_clip_windows_reference_example():
     # HO-3D defaults on 40 frames: one window from 0, then the end-aligned one.
     assert clip_windows(40, 10, 4) == [list(range(0, 37, 4)), list(range(3, 40, 4))]
     assert clip_windows(37, 10, 4) == [list(range(0, 37, 4))]
+    # 41 frames: the end-aligned window would repeat frames 4..36, so the grid continues instead
+    assert clip_windows(41, 10, 4) == [list(range(0, 37, 4)), [40]]
     assert clip_windows(80, 10, 4) == [list(range(0, 37, 4)), list(range(40, 77, 4)), list(range(43, 80, 4))]
 
 

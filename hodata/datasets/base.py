@@ -56,8 +56,11 @@ def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[
     `[k * length * stride + j * stride for j in range(length)]`. Consecutive windows do not
     overlap in time (window k+1 starts `stride` frames after window k ends). Windows are
     taken while they fit; when the last one does not end on the last frame, one more window
-    aligned to the end, `[n_frames - span + j * stride]`, covers it (it may overlap the
-    previous window). A sequence shorter than `span` gives a single shorter window of the
+    covers the tail: aligned to the end, `[n_frames - span + j * stride]`, when that shares no
+    frame with the previous window (it lies between its frames), else the frames after the
+    previous window on its grid, `[last + stride, ..., n_frames - 1]` (shorter than `length`).
+    So no frame index is in two windows: one frame gives one sample key, and shard writers
+    refuse a key twice. A sequence shorter than `span` gives a single shorter window of the
     frames `n_frames - 1, n_frames - 1 - stride, ...` (in increasing order); an empty
     sequence gives no window.
     """
@@ -71,8 +74,13 @@ def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[
     windows = [
         list(range(start, start + span, stride)) for start in range(0, n_frames - span + 1, length * stride)
     ]
-    if windows[-1][-1] != n_frames - 1:
-        windows.append(list(range(n_frames - span, n_frames, stride)))
+    last = windows[-1][-1]
+    if last != n_frames - 1:
+        end_aligned = list(range(n_frames - span, n_frames, stride))
+        if set(end_aligned).isdisjoint(windows[-1]):
+            windows.append(end_aligned)
+        else:  # same grid as the previous window: continue it instead of repeating its frames
+            windows.append(list(range(last + stride, n_frames, stride)))
     return windows
 
 

@@ -37,6 +37,7 @@ a file exists it is used for the ground truth of that frame.
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +86,9 @@ def load_meta(path: str | Path) -> dict:
     try:
         meta = load_pickle(path)
     except Exception as exc:  # unpickling raises many types on a damaged file
-        raise HodataError(
-            f"corrupt annotation file {path} ({type(exc).__name__}); re-extract it from the HO-3D archive"
-        ) from None
+        refused = isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("refusing")
+        reason = f"{type(exc).__name__}: {exc}" if refused else type(exc).__name__
+        raise HodataError(f"corrupt annotation file {path} ({reason}); re-extract it from the HO-3D archive") from None
     if not isinstance(meta, dict):
         raise HodataError(f"annotation file {path} does not hold a dict; is it an HO-3D meta pickle?")
     return meta
@@ -182,11 +183,35 @@ class ClipSpec:
 
 
 def _as_array(value, shape: tuple[int, ...], key: str, frame: str) -> np.ndarray:
+    """A meta value as a float64 array of `shape`; HodataError naming the frame when it has
+    another shape or holds NaN / infinity (a non-finite annotation would poison the fit)."""
     try:
         array = np.asarray(value, dtype=np.float64).reshape(shape)
     except (TypeError, ValueError):
-        raise HodataError(f"frame {frame}: meta key {key!r} is {value!r}, expected shape {shape}") from None
+        raise HodataError(f"frame {frame}: meta key {key!r} is {_short(value)}, expected shape {shape}") from None
+    if not np.all(np.isfinite(array)):
+        raise HodataError(
+            f"frame {frame}: meta key {key!r} holds NaN or infinite values; fix the annotation or remove the "
+            "frame from the split list"
+        )
     return array
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip_camera(metas: list[dict], frame_names: list[str]) -> np.ndarray:
+    """The clip's camMat (3, 3): every frame's, checked finite and equal (a clip has one camera)."""
+    cams = [_as_array(m["camMat"], (3, 3), "camMat", n) for m, n in zip(metas, frame_names)]
+    for cam, name in zip(cams[1:], frame_names[1:]):
+        if not np.allclose(cam, cams[0], rtol=1e-6, atol=1e-9):
+            raise HodataError(
+                f"frame {name}: camMat differs from that of {frame_names[0]} in the same clip; hodata fits one "
+                "camera per clip: split the sequence where the camera changes"
+            )
+    return cams[0]
 
 
 @register_dataset("ho3d")
@@ -315,10 +340,14 @@ class HO3DDataset:
         self.skipped_clips = []
         for spec in self.clips:
             try:
-                yield self.load_clip(spec)
-            except HodataError as exc:
+                clip = self.load_clip(spec)
+            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
                 self.skipped_clips.append(f"{spec.sequence}/{spec.frame_ids[0]}")
-                self.messages.append(str(exc))
+                detail = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
+                self.messages.append(detail if isinstance(exc, HodataError) else
+                                     f"clip {spec.sequence}/{spec.frame_ids[0]} could not be loaded ({detail})")
+                continue
+            yield clip
 
     def __getitem__(self, index: int) -> Clip:
         return self.load_clip(self.clips[index])
@@ -393,7 +422,7 @@ class HO3DDataset:
             image_size = tuple(int(s) for s in read_rgb(image_paths[0]).shape[:2])
         else:
             image_size = (480, 640)
-        K = torch.as_tensor(_as_array(metas[0]["camMat"], (3, 3), "camMat", frame_names[0]), **tensor)
+        K = torch.as_tensor(clip_camera(metas, frame_names), **tensor)
 
         obj_name = str(metas[0]["objName"])
         model = self.object_model(obj_name)

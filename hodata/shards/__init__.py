@@ -25,6 +25,7 @@ from hodata.shards.reader import (
     read_shard,
 )
 from hodata.shards.writer import (
+    OutputWriteError,
     ShardWriter,
     clear_output,
     done_clips,
@@ -35,7 +36,7 @@ from hodata.shards.writer import (
 )
 
 __all__ = [
-    "ShardWriter", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
+    "ShardWriter", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
     "sample_key", "load", "ShardDataset", "ShardCorruptError", "read_shard", "collate_hand_object",
     "fit_results_from_shards", "read_manifest", "MANIFEST_NAME", "SCHEMA_VERSION",
 ]

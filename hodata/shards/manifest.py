@@ -7,6 +7,7 @@ Layout of an output directory (one per fitting method):
       shard-w0-000000.tar                complete shards: <prefix>-<tag>-<index:06d>.tar
       .tmp-shard-w0-000001.tar.partial   a shard being written (never listed, never read)
       .manifest.lock                     flock target that serialises manifest updates
+      .writer.lock                       held by an exclusive writer (`hodata fit`) while it runs
 
 `<tag>` is `w<worker_id>` when the writer was given a worker id, else `p<pid>`, so writers
 running at the same time never pick the same file name. Manifest contents:
@@ -42,10 +43,12 @@ FORMAT_NAME = "hodata-shards"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
+WRITER_LOCK_NAME = ".writer.lock"
 DEFAULT_PREFIX = "shard"
 
 _SHARD_RE = re.compile(r"^(?P<prefix>[A-Za-z0-9_]+)-(?P<tag>[wp][A-Za-z0-9]+)-(?P<index>\d{6,})\.tar$")
 _PARTIAL_RE = re.compile(r"^\.tmp-(?P<final>.+\.tar)\.partial$")
+_JSON_TMP_RE = re.compile(r"^\..+\.json\.tmp-(?P<pid>\d+)$")
 
 
 def shard_name(prefix: str, tag: str, index: int) -> str:
@@ -84,24 +87,53 @@ def empty_manifest(config: Optional[dict] = None) -> dict[str, Any]:
     }
 
 
+class ManifestUnreadable(HodataError):
+    """manifest.json exists but cannot be parsed as a hodata manifest (damaged, truncated).
+
+    A writer opening the output rebuilds the manifest from the shards on disk instead."""
+
+
 def read_manifest(output_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
-    """The manifest of `output_dir`, or None when there is none."""
+    """The manifest of `output_dir`, or None when there is none.
+
+    ManifestUnreadable when the file is damaged (a writer rebuilds it from the shards);
+    HodataError when it belongs to something else or to a newer hodata.
+    """
     path = Path(output_dir) / MANIFEST_NAME
     if not path.is_file():
         return None
+    rebuild = "rerun `hodata fit` with the same --output to rebuild it from the shards on disk"
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise HodataError(
-            f"{path}: unreadable manifest ({e}); rerun with --overwrite to start this output over"
-        ) from None
+        raise ManifestUnreadable(f"{path}: unreadable manifest ({e}); {rebuild}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise HodataError(f"{path}: not a hodata shard manifest; choose another output directory")
     if manifest.get("schema_version", 0) > SCHEMA_VERSION:
         raise HodataError(
             f"{path}: written by a newer hodata (schema {manifest['schema_version']}); upgrade hodata"
         )
+    problem = _structure_problem(manifest)
+    if problem:
+        raise ManifestUnreadable(f"{path}: damaged manifest ({problem}); {rebuild}")
     return manifest
+
+
+def _structure_problem(manifest: dict) -> Optional[str]:
+    """What makes a manifest of our format unusable, or None."""
+    shards, clips = manifest.get("shards"), manifest.get("clips")
+    if not isinstance(shards, list) or not isinstance(clips, dict):
+        return "'shards' must be a list and 'clips' a mapping"
+    for entry in shards:
+        if not isinstance(entry, dict) or not all(k in entry for k in ("name", "samples", "bytes", "sha256", "clips")):
+            return "a shard entry lacks name / samples / bytes / sha256 / clips"
+        if not isinstance(entry["clips"], dict) or not isinstance(entry["samples"], int):
+            return f"shard entry {entry.get('name')!r} is malformed"
+    names = {e["name"] for e in shards}
+    for clip_id, where in clips.items():
+        if not isinstance(where, dict) or where.get("shard") not in names:
+            return f"clip {clip_id!r} points to no listed shard"
+    return None
 
 
 def done_clips(output_dir: str | os.PathLike) -> set[str]:
@@ -114,12 +146,39 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to a temporary file beside `path`, fsync it, then os.replace it over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves no temporary file behind
+        raise
     fsync_dir(path.parent)
+
+
+def remove_stale_json_tmp(directory: str | os.PathLike) -> list[str]:
+    """Delete `.<name>.tmp-<pid>` files of `write_json_atomic` whose process is gone (killed
+    between write and rename); returns their names."""
+    removed = []
+    for path in Path(directory).iterdir():
+        m = _JSON_TMP_RE.match(path.name)
+        if m and not pid_alive(int(m["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -145,6 +204,50 @@ def manifest_lock(output_dir: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+class WriterLock:
+    """Exclusive, non-blocking lock of an output directory for one writing process.
+
+    Held from `acquire()` to `release()` (or process exit: the kernel drops an flock when
+    its holder dies, so a kill -9 leaves no stale lock). A second process asking for it gets
+    a HodataError naming the holder's pid; it never waits, since two runs would fit the same
+    clips twice. An output on a read-only file system is a HodataError too.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / WRITER_LOCK_NAME
+        self._file = None
+
+    def acquire(self) -> "WriterLock":
+        try:
+            f = open(self.path, "a+")
+        except OSError as e:
+            raise HodataError(
+                f"{self.path.parent}: cannot write into this output ({e.strerror or e}); choose a writable --output"
+            ) from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise HodataError(
+                f"{self.path.parent}: another hodata run (pid {holder}) is writing into this output; wait for it "
+                "to finish or choose another --output"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 def merge_into_manifest(

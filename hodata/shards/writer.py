@@ -21,12 +21,23 @@ A writer puts whole clips into one shard, so a clip is either fully listed in th
 or not at all. Keys contain no method name: write each fitting method into its own output
 directory (the writer refuses to mix methods).
 
+Finite labels only: `encode_clip` refuses a clip with a NaN or infinite value in any stored
+array (ValueError naming the field and frame), so no sample with a non-finite label is written.
+
 Durability: a shard is written as `.tmp-<name>.tar.partial` and renamed to `<name>.tar` once
 complete (bound reached, `flush()`, `close()`), then the manifest is replaced atomically. A
 killed run loses the clips of its open shard only. Trade-off: `hodata fit` calls `flush()`
 after every clip, so it loses at most the clip in progress, at the price of one shard per
 clip (typically 20-200 frames, 1-20 MB with frames). A caller that wants fewer, larger shards
 flushes every k clips instead and risks redoing up to k clips after a crash.
+
+Resume verifies what it skips: opening an existing output checks every listed shard (present,
+size and sha256 as recorded); a missing or damaged one is dropped from the manifest (a damaged
+file is kept as `<name>.damaged`) so its clips are fitted again, and `resume_notes` says so. A
+damaged manifest is rebuilt from the shards on disk. An exclusive writer (`exclusive=True`, as
+`hodata fit` uses) holds `.writer.lock`, so a second run into the same output is refused. A
+failing write (disk full, read-only file system) raises `OutputWriteError` (a HodataError)
+after cutting the clip back out; the shard keeps whole clips only.
 """
 
 from __future__ import annotations
@@ -241,6 +252,26 @@ def object_prefix(index: int) -> str:
 
 
 
+class OutputWriteError(HodataError):
+    """The output cannot be written (disk full, read-only file system, permissions): the run
+    stops, whole clips already written stay, and a rerun resumes."""
+
+
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    return OutputWriteError(
+        f"{path}: cannot write ({exc.strerror or exc}); free disk space or choose a writable --output, then rerun "
+        "the same command to resume (whole clips already written are kept)"
+    )
+
+
+def _check_finite(clip_id: str, label: str, a: np.ndarray, shared: bool, frame_ids) -> None:
+    """ValueError naming the first frame with a NaN / infinite value of a float array."""
+    if not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all():
+        return
+    where = "" if shared or a.ndim == 0 else f" (first at frame {frame_ids[int(np.argwhere(~np.isfinite(a))[0][0])]})"
+    raise ValueError(f"clip {clip_id}: {label} holds NaN or infinite values{where}; a non-finite label is not written")
+
+
 def _state_arrays(state, fields, label: str, T: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """Arrays of one HandState / ObjectState per field spec (name, ndim, may_share), and the
     names stored once for the clip instead of per frame."""
@@ -272,6 +303,7 @@ def encode_clip(
     K = _to_numpy(fit.K)
     if K.shape != (3, 3):
         raise ValueError(f"clip {fit.clip_id}: K must be (3, 3), got {K.shape}")
+    _check_finite(fit.clip_id, "K", K, True, fit.frame_ids)
     image_size = np.asarray([H, W], dtype=np.int64)
 
     hand_meta, hand_arrays = [], []
@@ -280,6 +312,8 @@ def encode_clip(
         raise ValueError(f"clip {fit.clip_id}: hand sides must be distinct values of {HAND_SIDES}, got {sides}")
     for hand in fit.hands:
         arrays, shared = _state_arrays(hand, _HAND_FIELDS, f"{hand.side} hand", T)
+        for name, a in arrays.items():
+            _check_finite(fit.clip_id, f"{hand.side} hand {name}", a, name in shared, fit.frame_ids)
         pose_dim = int(arrays["hand_pose"].shape[-1]) if "hand_pose" in arrays else None
         hand_meta.append({"side": hand.side, "prefix": hand.side, "model_name": hand.model_name,
                           "pose_space": hand.pose_space, "pose_dim": pose_dim,
@@ -289,6 +323,8 @@ def encode_clip(
     object_meta, object_arrays = [], []
     for i, obj in enumerate(fit.objects):
         arrays, shared = _state_arrays(obj, _OBJECT_FIELDS, f"object {obj.model_id}", T)
+        for name, a in arrays.items():
+            _check_finite(fit.clip_id, f"object {obj.model_id} {name}", a, name in shared, fit.frame_ids)
         object_meta.append({"prefix": object_prefix(i), "model_id": obj.model_id, "category": obj.category,
                             "fields": sorted(arrays), "shared": shared})
         object_arrays.append(arrays)
@@ -394,21 +430,16 @@ def clear_output(output_dir: str | os.PathLike) -> None:
 
 
 def _remove_outputs(output_dir: Path) -> None:
+    """Manifest first, then shards: a crash part-way leaves unlisted shards, which the next
+    writer adopts after reading them whole (or --overwrite removes), never a manifest listing
+    shards that are gone."""
+    (output_dir / mf.MANIFEST_NAME).unlink(missing_ok=True)
+    mf.fsync_dir(output_dir)
     for path in output_dir.iterdir():
         n = path.name
-        if mf.parse_shard_name(n) or mf.parse_partial_name(n) or n == mf.MANIFEST_NAME:
+        if mf.parse_shard_name(n) or mf.parse_partial_name(n):
             path.unlink()
     mf.fsync_dir(output_dir)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_partials(output_dir: Path, own_tag: str) -> None:
@@ -418,21 +449,23 @@ def _remove_stale_partials(output_dir: Path, own_tag: str) -> None:
         if parsed is None:
             continue
         tag = parsed[1]
-        dead_pid = tag.startswith("p") and tag[1:].isdigit() and not _pid_alive(int(tag[1:]))
+        dead_pid = tag.startswith("p") and tag[1:].isdigit() and not mf.pid_alive(int(tag[1:]))
         if tag == own_tag or dead_pid:
             path.unlink(missing_ok=True)
 
 
-def _adopt_orphans(output_dir: Path, manifest: dict) -> list[dict]:
-    """Manifest entries for complete shards on disk that the manifest misses.
+def _adopt_orphans(output_dir: Path, manifest: dict) -> tuple[list[dict], set[str]]:
+    """Manifest entries for complete shards on disk that the manifest misses, and the fitting
+    methods their samples record.
 
-    Happens when a writer was killed between renaming a shard and updating the manifest;
-    the shard is complete (it was renamed only then), so it is listed instead of redone.
+    Happens when a writer was killed between renaming a shard and updating the manifest, or
+    during --overwrite clean-up, or when a damaged manifest is rebuilt; such a shard is
+    complete (it was renamed only then) and is read whole here, so it is listed instead of redone.
     """
     from hodata.shards.reader import ShardCorruptError, read_shard
 
     listed = {s["name"] for s in manifest["shards"]}
-    entries = []
+    entries, methods = [], set()
     for path in sorted(output_dir.iterdir()):
         if path.name in listed or not mf.parse_shard_name(path.name):
             continue
@@ -441,13 +474,50 @@ def _adopt_orphans(output_dir: Path, manifest: dict) -> list[dict]:
         except ShardCorruptError as e:
             warnings.warn(f"{path}: not listed in the manifest and unreadable ({e}); left as it is", stacklevel=3)
             continue
+        if not samples:
+            path.unlink()  # an empty shard (older versions finalised one after an interrupted write)
+            continue
         clips: dict[str, int] = {}
         for sample in samples:
             clip_id = sample["meta"]["clip_id"]
             clips[clip_id] = clips.get(clip_id, 0) + 1
+            methods.add(str(sample["meta"].get("method")))
         entries.append({"name": path.name, "samples": len(samples), "bytes": path.stat().st_size,
                         "sha256": mf.sha256_file(path), "clips": clips})
-    return entries
+    return entries, methods
+
+
+def _verify_listed(output_dir: Path, manifest: dict) -> list[str]:
+    """Drop from `manifest` (in place) every listed shard that is missing, empty, or whose size
+    or sha256 differs from its entry, with its clips, so a resume fits them again; a damaged
+    file is renamed `<name>.damaged`. Returns one message per dropped shard."""
+    notes, kept = [], []
+    for entry in manifest["shards"]:
+        path = output_dir / entry["name"]
+        if not path.is_file():
+            problem = "listed in the manifest but missing"
+        elif entry["samples"] == 0:
+            problem = "holds no sample"
+        elif path.stat().st_size != entry["bytes"] or mf.sha256_file(path) != entry["sha256"]:
+            problem = "damaged (size or sha256 differs from the manifest)"
+        else:
+            kept.append(entry)
+            continue
+        if path.is_file():
+            if entry["samples"] == 0:
+                path.unlink()
+            else:
+                os.replace(path, path.with_name(path.name + ".damaged"))
+                problem += f", kept as {path.name}.damaged"
+        clips = sorted(entry["clips"])
+        if clips:
+            notes.append(f"{path}: {problem}; its {len(clips)} clip(s) will be fitted again")
+    dropped = {e["name"] for e in manifest["shards"]} - {e["name"] for e in kept}
+    if dropped:
+        manifest["shards"] = kept
+        manifest["clips"] = {c: v for c, v in manifest["clips"].items() if v["shard"] not in dropped}
+        manifest["num_samples"] = sum(e["samples"] for e in kept)
+    return notes
 
 
 class ShardWriter:
@@ -459,6 +529,11 @@ class ShardWriter:
     one output need different tags and disjoint clips. config (JSON-serialisable) is stored in
     the manifest. Opening an existing output keeps its shards and continues with new shard
     indices; `overwrite=True` deletes its shards and manifest first.
+
+    exclusive=True takes the output's writer lock (`manifest.WriterLock`) for the writer's
+    lifetime, before anything is changed (also before `overwrite` deletes): a second
+    exclusive writer on the same output gets a HodataError. Leave it off for several
+    cooperating workers with distinct worker ids.
 
     Use as a context manager, or call `close()`: the open shard is finalised on exit, also
     when the body raised, since it only ever holds whole clips.
@@ -474,6 +549,7 @@ class ShardWriter:
         overwrite: bool = False,
         prefix: str = mf.DEFAULT_PREFIX,
         jpeg_quality: int = 95,
+        exclusive: bool = False,
     ):
         if max_samples < 1 or max_bytes < 1:
             raise ValueError("max_samples and max_bytes must be positive")
@@ -495,22 +571,12 @@ class ShardWriter:
         except OSError as e:
             raise HodataError(f"{self.output_dir}: cannot create the output directory ({e}); choose another path") from None
         self._mtime = int(time.time())
-
-        with mf.manifest_lock(self.output_dir):
-            if overwrite:
-                _remove_outputs(self.output_dir)
-            else:
-                _remove_stale_partials(self.output_dir, self.tag)
-            manifest = mf.read_manifest(self.output_dir) or mf.empty_manifest(config)
-            if config is not None and manifest["config"] and manifest["config"] != config:
-                warnings.warn(
-                    f"{self.output_dir / mf.MANIFEST_NAME}: earlier shards were written with another config; "
-                    "the manifest now records the new one (use --overwrite to start over)",
-                    stacklevel=2,
-                )
-            mf.merge_into_manifest(manifest, _adopt_orphans(self.output_dir, manifest), config)
-            mf.write_json_atomic(self.output_dir / mf.MANIFEST_NAME, manifest)
-
+        self._lock = mf.WriterLock(self.output_dir).acquire() if exclusive else None
+        try:
+            manifest = self._open_output(config, overwrite)
+        except BaseException:
+            self._release_lock()
+            raise
         self._done: set[str] = set(manifest["clips"])
         self._method: Optional[str] = manifest.get("method")
         self._earlier_shards = [s["name"] for s in manifest["shards"]]
@@ -521,6 +587,46 @@ class ShardWriter:
         self._shard: Optional[_OpenShard] = None
         self._closed = False
         self.shards_written: list[str] = []
+
+    def _open_output(self, config: Optional[dict], overwrite: bool) -> dict:
+        """Clean, verify or rebuild the output's manifest (under the manifest lock); sets
+        `resume_notes` (one line per shard dropped or manifest rebuilt)."""
+        self.resume_notes: list[str] = []
+        try:
+            with mf.manifest_lock(self.output_dir):
+                mf.remove_stale_json_tmp(self.output_dir)
+                if overwrite:
+                    _remove_outputs(self.output_dir)
+                else:
+                    _remove_stale_partials(self.output_dir, self.tag)
+                try:
+                    manifest = mf.read_manifest(self.output_dir)
+                except mf.ManifestUnreadable as exc:
+                    bad = self.output_dir / (mf.MANIFEST_NAME + ".damaged")
+                    os.replace(self.output_dir / mf.MANIFEST_NAME, bad)
+                    self.resume_notes.append(f"{exc}".split(";")[0] + f"; rebuilt from the shards on disk (old one kept "
+                                             f"as {bad.name})")
+                    manifest = None
+                manifest = manifest or mf.empty_manifest(config)
+                if config is not None and manifest["config"] and manifest["config"] != config:
+                    warnings.warn(
+                        f"{self.output_dir / mf.MANIFEST_NAME}: earlier shards were written with another config; "
+                        "the manifest now records the new one (use --overwrite to start over)",
+                        stacklevel=3,
+                    )
+                self.resume_notes += _verify_listed(self.output_dir, manifest)
+                adopted, methods = _adopt_orphans(self.output_dir, manifest)
+                method = manifest.get("method") or (methods.pop() if len(methods) == 1 else None)
+                mf.merge_into_manifest(manifest, adopted, config, method)
+                mf.write_json_atomic(self.output_dir / mf.MANIFEST_NAME, manifest)
+        except OSError as exc:
+            raise _write_error(Path(exc.filename or self.output_dir), exc) from None
+        return manifest
+
+    def _release_lock(self) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- public API
 
@@ -566,7 +672,10 @@ class ShardWriter:
         ):
             self._finalise()
         if self._shard is None:
-            self._open_shard()
+            try:
+                self._open_shard()
+            except OSError as exc:
+                raise _write_error(self.output_dir, exc) from None
         shard = self._shard
         start, hasher = shard.file.tell(), shard.hasher.copy()
         try:
@@ -575,11 +684,13 @@ class ShardWriter:
                     shard.file.write(chunk)
                     shard.hasher.update(chunk)
             shard.file.flush()
-        except BaseException:
+        except BaseException as exc:
             # Cut the clip back out so the shard keeps only whole clips, then let the error through.
             shard.file.seek(start)
             shard.file.truncate()
             shard.hasher = hasher
+            if isinstance(exc, OSError):
+                raise _write_error(shard.partial, exc) from None
             raise
         shard.samples += T
         shard.bytes += size
@@ -598,8 +709,11 @@ class ShardWriter:
 
     def close(self) -> None:
         if not self._closed:
-            self.flush()
             self._closed = True
+            try:
+                self.flush()
+            finally:
+                self._release_lock()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -631,19 +745,28 @@ class ShardWriter:
                 break
         self._shard = _OpenShard(name=name, partial=partial, file=open(partial, "wb"))
 
-    def _finalise(self) -> str:
+    def _finalise(self) -> Optional[str]:
         shard, self._shard = self._shard, None
-        shard.file.write(_END_OF_ARCHIVE)
-        shard.hasher.update(_END_OF_ARCHIVE)
-        shard.file.flush()
-        os.fsync(shard.file.fileno())
-        shard.file.close()
-        final = self.output_dir / shard.name
-        os.replace(shard.partial, final)
-        mf.fsync_dir(self.output_dir)
-        entry = {"name": shard.name, "samples": shard.samples, "bytes": shard.bytes + len(_END_OF_ARCHIVE),
-                 "sha256": shard.hasher.hexdigest(), "clips": dict(shard.clips)}
-        mf.update_manifest(self.output_dir, [entry], method=self._method)
+        if shard.samples == 0:  # an interrupted or failed first write: no empty shard is listed
+            shard.file.close()
+            shard.partial.unlink(missing_ok=True)
+            return None
+        try:
+            shard.file.write(_END_OF_ARCHIVE)
+            shard.hasher.update(_END_OF_ARCHIVE)
+            shard.file.flush()
+            os.fsync(shard.file.fileno())
+            shard.file.close()
+            final = self.output_dir / shard.name
+            os.replace(shard.partial, final)
+            mf.fsync_dir(self.output_dir)
+            entry = {"name": shard.name, "samples": shard.samples, "bytes": shard.bytes + len(_END_OF_ARCHIVE),
+                     "sha256": shard.hasher.hexdigest(), "clips": dict(shard.clips)}
+            mf.update_manifest(self.output_dir, [entry], method=self._method)
+        except OSError as exc:
+            if not shard.file.closed:
+                shard.file.close()
+            raise _write_error(Path(exc.filename or shard.partial), exc) from None
         self._done.update(shard.clips)
         self.shards_written.append(shard.name)
         return shard.name
@@ -655,6 +778,6 @@ def done_clips(output_dir: str | os.PathLike) -> set[str]:
 
 
 __all__ = [
-    "ShardWriter", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
+    "ShardWriter", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
     "sample_key", "frame_token", "object_prefix", "DEFAULT_MAX_SAMPLES", "DEFAULT_MAX_BYTES",
 ]
