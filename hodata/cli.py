@@ -5,25 +5,50 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import signal
 
 import typer
+import typer.exceptions
 
 import hodata
-from hodata.errors import HodataError
+from hodata.errors import EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_SIGNAL_BASE, HodataError
 
 
 def _one_line_errors(callback):
-    """Bad input the user can fix (HodataError) becomes one red line and exit code 2."""
+    """Errors become one red line at the command boundary, with the exit codes of
+    `hodata.errors` (0 done, 1 partly failed or internal error, 2 bad input or unusable
+    output, 128 + N interrupted by signal N). HODATA_TRACEBACK=1 shows internal tracebacks."""
 
     @functools.wraps(callback)
     def wrapper(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # typer's own exits and usage errors
+            raise
         except HodataError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+            _error_line(str(exc))
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except OSError as exc:  # disk full, read-only file system, permissions: the user can fix it
+            where = f"{exc.filename}: " if exc.filename else ""
+            _error_line(f"{where}{exc.strerror or exc}; free disk space or fix the path's permissions, then rerun")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            _error_line(f"interrupted by {signal.Signals(signum).name}")
+            raise typer.Exit(EXIT_SIGNAL_BASE + signum) from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a bug or an input nobody foresaw
+            if os.environ.get("HODATA_TRACEBACK"):
+                raise
+            text = " ".join(str(exc).split()) or "no message"
+            _error_line(f"internal error {type(exc).__name__}: {text} (rerun with HODATA_TRACEBACK=1 for the "
+                        "traceback and report it)")
+            raise typer.Exit(EXIT_PARTIAL) from None
 
     return wrapper
+
+
+def _error_line(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
 
 
 app = typer.Typer(

@@ -23,7 +23,7 @@ def test_fit_writes_shards_resumes_and_skips_bad_clips(tmp_path):
             "--clip-length", "4", "--stride", "1", "--steps1", "3", "--steps2", "2", "--hypotheses", "4",
             "--mesh-cache", str(cache)]
     result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # exit 1: a clip was unreadable (rule in `hodata fit --help`)
     assert "fitted 1 clip(s)" in result.output and "unreadable 1" in result.output
     assert "0006" in result.output  # the broken frame is named
     for method in ("joint", "independent"):
@@ -36,7 +36,7 @@ def test_fit_writes_shards_resumes_and_skips_bad_clips(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"joint", "independent"} and metrics["joint"]["frames"] == 4
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "resumed 1" in again.output
+    assert again.exit_code == 1 and "resumed 1" in again.output
     assert len(list((out / "joint").glob("*.tar"))) == 1  # nothing written twice
 
 

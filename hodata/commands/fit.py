@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hodata.errors import HodataError
+from hodata.errors import EXIT_PARTIAL, EXIT_SIGNAL_BASE, HodataError, Interrupted
 
 console = Console()
 
@@ -53,6 +55,7 @@ def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config
     if hand_init != "simulated":
         raise HodataError(f"hand init provider {hand_init!r} is not available; use --hand-init simulated "
                           "(FrankMocap/MediaPipe providers are not built yet)")
+    check_mano_dir(mano_dir)
     estimator = SimulatedHandEstimator(seed=seed, mano_dir=mano_dir)
 
     def layers_for(clip):
@@ -75,8 +78,24 @@ def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config
         )
 
 
+def check_mano_dir(mano_dir: Optional[Path]) -> None:
+    """An explicit --mano-dir must hold MANO files that load: checked up front, also when the
+    data's own hand model would never read them (a wrong folder is not silently ignored)."""
+    if mano_dir is None:
+        return
+    from hodata import handmodel
+
+    status = handmodel.describe(mano_dir)
+    if status.problems:
+        raise HodataError(status.problems[0])
+    if not status.found:
+        raise HodataError(f"{mano_dir}: holds neither MANO_RIGHT.pkl nor MANO_LEFT.pkl; pass the folder holding them")
+
+
 def report_summary(summary, dataset, output: Path) -> None:
     unreadable = len(getattr(dataset, "skipped_clips", []))
+    for note in getattr(summary, "notes", []):
+        console.print(f"[yellow]{note}[/]")
     console.print(f"fitted {len(summary.fitted)} clip(s), resumed {len(summary.resumed)}, "
                   f"failed {len(summary.failed)}, unreadable {unreadable} -> {output}")
     for clip_id, message in summary.failed.items():
@@ -121,7 +140,16 @@ def fit(
 ) -> None:
     """Fit hands and objects over DATASET's clips and write 3D labels as WebDataset shards.
 
-    Reruns into the same --output skip clips already written (resume); --overwrite starts over.
+    Reruns into the same --output skip clips already written (resume; every shard is checked
+    first and the clips of a missing or damaged one are fitted again); --overwrite starts over.
+    A clip that fails (unreadable frame, a fit error, a diverged fit) is skipped and listed;
+    the others are written. One run at a time writes into an --output.
+
+    Exit code: 0 every clip was fitted or resumed; 1 the run finished but some clips failed
+    or were unreadable (listed), or there was nothing to fit; 2 bad input or an unusable
+    output (read-only, disk full, in use by another run) stopped it, one line says which;
+    130 / 143 interrupted by SIGINT / SIGTERM (whole clips written are kept: rerun the same
+    command to resume).
     """
     from hodata.device import resolve_device
 
@@ -136,11 +164,37 @@ def fit(
         raise HodataError(f"--methods {methods!r}: choose one or more of {', '.join(METHODS)}, comma-separated")
     config, init_config = build_configs(steps1, steps2, roi_size, hypotheses, disabled)
     ds = make_dataset(dataset, root, split, sequences, clip_length, stride, evidence, mano_dir, mesh_cache)
-    summary = run_fit(ds, output, method_list, config, init_config, device, overwrite, save_frames, seed, max_clips,
-                      hand_init, mano_dir)
+    with terminate_as_interrupt():
+        try:
+            summary = run_fit(ds, output, method_list, config, init_config, device, overwrite, save_frames, seed,
+                              max_clips, hand_init, mano_dir)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            typer.secho(f"interrupted by {signal.Signals(signum).name}: the clips written so far are kept in {output}; "
+                        "rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(EXIT_SIGNAL_BASE + signum) from None
     report_summary(summary, ds, output)
-    if not summary.fitted and not summary.resumed:
-        raise typer.Exit(1)
+    if summary.failed or getattr(ds, "skipped_clips", []) or (not summary.fitted and not summary.resumed):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM unwinds like Ctrl-C (`Interrupted`) while fitting, so shards close with whole clips."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(app: typer.Typer) -> None:

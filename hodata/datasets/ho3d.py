@@ -293,11 +293,17 @@ class HO3DDataset:
                     raise HodataError(f"{listing} line {number}: {line!r} is not 'SEQ/ID'; fix or delete the line")
                 seq, frame = line.split("/", 1)
                 pairs.append((seq, frame))
+            if not pairs:
+                raise HodataError(f"{listing} lists no frames; add 'SEQ/ID' lines, or delete it to use every "
+                                  f"meta file under {self.split_dir()}")
             return pairs
         folder = self.split_dir()
         if not folder.is_dir():
             raise HodataError(f"neither {listing} nor {folder} exists; is {self.root} an HO-3D root?")
-        return [(p.parent.parent.name, p.stem) for p in sorted(folder.glob("*/meta/*.pkl"))]
+        pairs = [(p.parent.parent.name, p.stem) for p in sorted(folder.glob("*/meta/*.pkl"))]
+        if not pairs:
+            raise HodataError(f"{folder} holds no <SEQ>/meta/<ID>.pkl annotation files; is {self.root} an HO-3D root?")
+        return pairs
 
     def _index(self, sequences: Optional[Sequence[str]]) -> "OrderedDict[str, list[str]]":
         """Frames per sequence in frame order, without the frames whose objRot is None.

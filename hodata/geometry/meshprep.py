@@ -69,6 +69,8 @@ def load_mesh_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise HodataError(f"{path}: the file is empty; re-export the mesh")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise HodataError(f"{path}: unsupported mesh format '{path.suffix}'; use one of {', '.join(MESH_SUFFIXES)}")
+    if path.suffix.lower() == ".stl":
+        _check_stl(path)
     try:
         loaded = trimesh.load(path, force=None, process=False)
     except Exception as exc:  # trimesh raises many types for malformed files
@@ -87,6 +89,26 @@ def load_mesh_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(verts).all():
         raise HodataError(f"{path}: the mesh has non-finite vertex coordinates; repair the file")
     return verts, faces
+
+
+def _check_stl(path: Path) -> None:
+    """HodataError unless the file is a binary STL (80-byte header, uint32 triangle count n,
+    then exactly 50 n bytes) or an ASCII STL (text starting with `solid` and holding `facet`)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(84)
+        if size >= 84 and size == 84 + 50 * int(np.frombuffer(head[80:84], "<u4")[0]):
+            return
+        f.seek(0)
+        text = f.read(4096)
+    try:
+        ascii_text = text.decode("ascii")
+    except UnicodeDecodeError:
+        ascii_text = ""
+    if ascii_text.lstrip().lower().startswith("solid") and ("facet" in ascii_text or size > len(text)):
+        return
+    raise HodataError(f"{path}: not an STL mesh (neither binary STL, whose size must match its triangle count, "
+                      "nor ASCII STL starting with 'solid'); re-export it")
 
 
 def to_metres(verts: np.ndarray, units: str | None = None) -> tuple[np.ndarray, str]:
@@ -180,6 +202,17 @@ def _check_closed(ms) -> dict:
     }
 
 
+FLAT_RATIO = 1e-3  # thinner than this fraction of the longest extent: a sheet, not a solid
+
+
+def principal_extents(verts: np.ndarray) -> np.ndarray:
+    """Extents (3,) ascending of the vertices along their principal axes (same units)."""
+    centred = np.asarray(verts, dtype=np.float64) - np.mean(verts, axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes.T
+    return np.sort(np.ptp(projected, axis=0)) if projected.shape[1] == 3 else np.zeros(3)
+
+
 def make_watertight_resampled(
     verts: np.ndarray,
     faces: np.ndarray,
@@ -215,6 +248,10 @@ def make_watertight_resampled(
     clean_v, clean_f = clean_mesh(verts, faces, max_hole_edges=max_hole_edges)
     if len(clean_f) == 0:
         raise HodataError("mesh has only degenerate faces (zero area); nothing to make watertight")
+    thickness, extent = principal_extents(clean_v)[[0, 2]]
+    if thickness <= max(FLAT_RATIO * extent, 1e-6):
+        raise HodataError(f"mesh is flat (thickness {thickness * 1e3:.3g} mm across {extent * 1e3:.3g} mm): a sheet, "
+                          "not an object enclosing a volume; export the solid object")
 
     ms = _meshset(clean_v, clean_f)
     ms.generate_alpha_wrap(alpha=pymeshlab.PureValue(alpha), offset=pymeshlab.PureValue(offset))

@@ -104,10 +104,12 @@ def load(
             )
         return HandLayer(open_hand_arrays(side), side, OPEN_HAND_MODEL_NAME, **options)
     arrays = read_mano_pickle(path)
-    name = str(arrays.get("model_name", MANO_MODEL_NAME))
+    # A file is used as the file it is: its layer is named "mano" whatever `model_name` key it
+    # carries, so a fit records "mano" and every later step (ground truth, eval, overlay)
+    # reloads this file from --mano-dir instead of a built-in model of the same name.
     try:
-        return HandLayer(arrays, side, name, **options)
-    except ValueError as exc:
+        return HandLayer(arrays, side, MANO_MODEL_NAME, **options)
+    except (ValueError, IndexError) as exc:
         raise HodataError(f"{path}: {exc}") from None
 
 
@@ -122,7 +124,8 @@ def write_mano_pickle(path: str | os.PathLike, side: str = "right") -> Path:
 def describe(mano_dir=None, validate: bool = True) -> HandModelStatus:
     """Which hand model `load()` would use, and where MANO files were looked for.
 
-    With validate=True every found file is read and checked; failures go to `problems`.
+    With validate=True every found file is loaded as `load()` would (read, checked, layer
+    built); failures go to `problems`.
     """
     searched = mano_dir_candidates(mano_dir)
     found: dict[str, Path] = {}
@@ -137,8 +140,8 @@ def describe(mano_dir=None, validate: bool = True) -> HandModelStatus:
             found[side] = path
     if validate:
         for side, path in found.items():
-            try:
-                read_mano_pickle(path)
+            try:  # exactly what a fit will do with the file
+                load(side=side, mano_dir=path, model=MANO_MODEL_NAME, dtype=torch.float64)
             except HodataError as exc:
                 problems.append(str(exc))
     if found and not problems:

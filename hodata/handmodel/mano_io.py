@@ -61,14 +61,21 @@ class _ManoUnpickler(NumpyUnpickler):
         return super().find_class(module, name)
 
 
-def _to_array(value, key: str, path: Path) -> np.ndarray | str:
+_MAX_NESTING = 8  # a chumpy Ch wraps its value once or twice; deeper means a cycle or a crafted file
+
+
+def _to_array(value, key: str, path: Path, depth: int = 0) -> np.ndarray | str:
     """Numpy array from a pickled value: ndarray, chumpy stand-in, or sparse stand-in."""
+    if depth > _MAX_NESTING:
+        raise HodataError(f"{path}: key {key!r} holds chumpy objects nested {depth} deep (or referring to "
+                          "themselves); re-save the file with plain numpy arrays")
     if isinstance(value, _ChumpyStandIn):
         state = value.state if isinstance(getattr(value, "state", None), dict) else {}
         if "x" in state:
-            return _to_array(state["x"], key, path)
-        if "a" in state and len(state.get("dterms", ("a",))) <= 1 and value._source.endswith("Ch"):
-            return _to_array(state["a"], key, path)
+            return _to_array(state["x"], key, path, depth + 1)
+        dterms = state.get("dterms", ("a",))
+        if "a" in state and isinstance(dterms, (tuple, list)) and len(dterms) <= 1 and value._source.endswith("Ch"):
+            return _to_array(state["a"], key, path, depth + 1)
         raise HodataError(
             f"{path}: key {key!r} holds a chumpy {value._source} expression, not a plain array; "
             "re-save the file with plain numpy arrays"
@@ -77,9 +84,12 @@ def _to_array(value, key: str, path: Path) -> np.ndarray | str:
         import scipy.sparse as sp
 
         state = getattr(value, "state", {}) or {}
-        shape = tuple(state.get("_shape", state.get("shape", ())))
+        if not isinstance(state, dict):
+            raise HodataError(f"{path}: key {key!r} holds a sparse matrix whose state is a {type(state).__name__}, "
+                              "not its arrays; re-save the file")
         fmt = state.get("format", type(value).__name__[:3])
         try:
+            shape = tuple(int(n) for n in state.get("_shape", state.get("shape", ())))
             if fmt in ("csc", "csr"):
                 cls = sp.csc_matrix if fmt == "csc" else sp.csr_matrix
                 mat = cls((state["data"], state["indices"], state["indptr"]), shape=shape)
@@ -87,8 +97,8 @@ def _to_array(value, key: str, path: Path) -> np.ndarray | str:
                 mat = sp.coo_matrix((state["data"], (state["row"], state["col"])), shape=shape)
             else:
                 raise KeyError(fmt)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise HodataError(f"{path}: key {key!r} holds an unreadable sparse matrix ({exc})") from None
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise HodataError(f"{path}: key {key!r} holds an unreadable sparse matrix ({type(exc).__name__}: {exc})") from None
         return np.asarray(mat.todense(), dtype=np.float64)
     if hasattr(value, "todense"):
         return np.asarray(value.todense(), dtype=np.float64)
@@ -128,6 +138,9 @@ def read_mano_pickle(path: str | Path) -> dict:
     for key, value in raw.items():
         if key in REQUIRED_KEYS or key in ("tip_vertex_ids", "hands_coeffs", "J"):
             out[key] = _to_array(value, key, path)
+            if not isinstance(out[key], np.ndarray) or out[key].dtype.kind not in "biuf":
+                kind = type(out[key]).__name__ if not isinstance(out[key], np.ndarray) else f"{out[key].dtype} array"
+                raise HodataError(f"{path}: key {key!r} holds a {kind}, expected a numeric array; is this a MANO model file?")
         elif key in ("model_name", "bs_style", "bs_type") and isinstance(value, (str, bytes)):
             out[key] = _to_array(value, key, path)
     _validate(out, path)
@@ -157,8 +170,15 @@ def _validate(m: dict, path: Path) -> None:
         if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
             bad(f"{key} has shape {got}, expected {tuple('*' if s is None else s for s in shape)}")
     f = m["f"]
+    if f.dtype.kind not in "iu" and not np.array_equal(f, np.round(f)):
+        bad("faces f must hold integer vertex indices")
     if f.size and (f.min() < 0 or f.max() >= n):
         bad(f"faces index vertices outside 0..{n - 1}")
+    parents = m["kintree_table"][0, 1:].astype(np.int64)
+    wrong = [j + 1 for j, p in enumerate(parents) if not 0 <= p <= j]
+    if wrong:
+        bad(f"kintree_table gives joint {wrong[0]} the parent {parents[wrong[0] - 1]}; each joint's parent must be an "
+            "earlier joint")
     if "tip_vertex_ids" in m and (m["tip_vertex_ids"].shape != (5,) or m["tip_vertex_ids"].max() >= n):
         bad("tip_vertex_ids must be 5 vertex indices")
     for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "hands_components", "hands_mean"):
