@@ -406,17 +406,33 @@ def evaluate_results(
                            device, dtype)
     total = sum(len(items) for items in fitted.values())
     rows: list[dict[str, Any]] = []
+    not_evaluated: list[str] = []
     for method in fitted:
         fits = kept_fits if kept_fits is not None else load_fits(method_dirs[method], skip_corrupt)
         for clip_id in sorted(fits):
             fit = fits[clip_id]
-            clip = dataset.load_clip(spec_type(fit.sequence, [str(i) for i in fit.frame_ids]))
+            bad = _nonfinite_parts(fit)
+            if bad:  # outputs of hodata before its finite-value gate may hold them
+                not_evaluated.append(f"{method} {clip_id}: not evaluated (NaN or infinity in {', '.join(bad)})")
+                continue
+            try:
+                clip = dataset.load_clip(spec_type(fit.sequence, [str(i) for i in fit.frame_ids]))
+            except Exception as exc:  # noqa: BLE001 - one clip's ground truth never ends the evaluation
+                reason = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
+                not_evaluated.append(f"{method} {clip_id}: not evaluated (ground truth: {reason})")
+                continue
             if fit.dataset != clip.dataset:
                 raise HodataError(
                     f"{method_dirs[method]}: clip {fit.clip_id} was fitted on dataset '{fit.dataset}' but {root} "
                     f"is '{clip.dataset}'; pass the dataset root the fits were made on"
                 )
-            metrics = evaluate_fit_against_clip(fit_to(fit, device, dtype), clip, models, contact_tolerance)
+            try:
+                metrics = evaluate_fit_against_clip(fit_to(fit, device, dtype), clip, models, contact_tolerance)
+            except HodataError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                not_evaluated.append(f"{method} {clip_id}: not evaluated ({type(exc).__name__}: {exc})")
+                continue
             rows.append({"method": method, "clip_id": fit.clip_id, "sequence": fit.sequence, **metrics})
             if progress is not None:
                 progress(len(rows), total, f"{method} {fit.clip_id}")
@@ -430,11 +446,18 @@ def evaluate_results(
         clips=rows,
         method_dirs={m: method_dirs[m] for m in fitted},
         hand_models=hand_models,
-        messages=list(dict.fromkeys(getattr(dataset, "messages", []))),
+        messages=list(dict.fromkeys(getattr(dataset, "messages", []))) + not_evaluated,
     )
     if write:
         write_report(report, output_dir if output_dir is not None else results_dir)
     return report
+
+
+def _nonfinite_parts(fit: FitResult) -> list[str]:
+    """Names of a fit's hand / object tensors holding NaN or infinity."""
+    parts = [(f"{h.side} hand", h) for h in fit.hands] + [(f"object {o.model_id}", o) for o in fit.objects]
+    return [f"{label} {name}" for label, state in parts for name, value in vars(state).items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 def _json_number(value: Any) -> Any:
