@@ -68,7 +68,8 @@ class EvaluationReport:
     methods: method -> aggregate over its clips ({key: float | None} over METRIC_KEYS, with
     `frames` the total); clips: one row per evaluated clip ({"method", "clip_id", "sequence",
     "frames", key: value ...}); method_dirs: method -> its shard folder; hand_models: method
-    -> hand model names of its fits; messages: notes from the dataset adapter (fallbacks).
+    -> hand model names of its fits; messages: notes from the dataset adapter (fallbacks),
+    then one line per clip that could not be evaluated (also in `not_evaluated`).
     """
 
     dataset: str
@@ -80,6 +81,7 @@ class EvaluationReport:
     method_dirs: dict[str, Path]
     hand_models: dict[str, list[str]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    not_evaluated: list[str] = field(default_factory=list)
     metrics_path: Optional[Path] = None
     per_clip_path: Optional[Path] = None
 
@@ -447,6 +449,7 @@ def evaluate_results(
         method_dirs={m: method_dirs[m] for m in fitted},
         hand_models=hand_models,
         messages=list(dict.fromkeys(getattr(dataset, "messages", []))) + not_evaluated,
+        not_evaluated=not_evaluated,
     )
     if write:
         write_report(report, output_dir if output_dir is not None else results_dir)

@@ -122,6 +122,10 @@ mf.update_manifest = update_manifest
 pathlib.Path.unlink = unlink
 run.fit_clip = fit_clip
 
+# A shell starting the tests in the background (`cmd &` without job control) makes its
+# children ignore SIGINT, and Python then installs no Ctrl-C handler: restore the terminal case.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 from hodata.cli import app  # noqa: E402
 
 app()

@@ -249,6 +249,36 @@ def test_any_clip_error_is_isolated_and_nothing_nonfinite_is_written(root, cache
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["joint"]["frames"] == 3 and metrics["independent"]["frames"] == 4
 
+    # An output written before the finite-value gate (NaN vertices in one clip): eval skips that
+    # clip with a note and exit 1, and measures the others.
+    import hodata.shards.writer as writer_module
+    from hodata.shards import ShardWriter, fit_results_from_shards
+
+    fits = fit_results_from_shards(out / "joint")
+    monkeypatch.setattr(writer_module, "_check_finite", lambda *args: None)
+    with ShardWriter(tmp_path / "old" / "joint", config=read_manifest(out / "joint")["config"]) as old:
+        for i, clip_id in enumerate(sorted(fits)):
+            if i == 0:
+                fits[clip_id].hands[0].vertices = fits[clip_id].hands[0].vertices * float("nan")
+            old.write_clip(fits[clip_id])
+    monkeypatch.undo()
+    code, output = cli(["eval", "ho3d", "--results", tmp_path / "old", "--mesh-cache", cache])
+    assert code == 1 and "not evaluated (NaN or infinity in right hand vertices)" in " ".join(output.split()), output
+    assert json.loads((tmp_path / "old" / "metrics.json").read_text())["joint"]["frames"] == 2
+    ROWS.append(("eval of an older output holding NaN labels", "that clip skipped with a note, the others "
+                 "measured; exit 1", "-", "-", "-"))
+
+
+def test_camera_is_read_for_every_frame_of_a_clip():
+    from hodata.datasets.ho3d import clip_camera
+
+    K = np.array([[600.0, 0, 40], [0, 600.0, 32], [0, 0, 1]])
+    assert np.array_equal(clip_camera([{"camMat": K}, {"camMat": K.copy()}], ["a/1", "a/2"]), K)
+    moved = K.copy()
+    moved[0, 2] += 5
+    with pytest.raises(HodataError, match="frame a/2: camMat differs from that of a/1"):
+        clip_camera([{"camMat": K}, {"camMat": moved}], ["a/1", "a/2"])
+
 
 def test_system_exit_inside_a_run_is_not_success(root, cache, tmp_path, monkeypatch):
     def exits(*args, **kwargs):

@@ -317,3 +317,24 @@ def test_auto_falls_back_to_open_hand(tmp_path, monkeypatch):
     assert hm.describe().active.startswith("open hand")
     with pytest.raises(HodataError, match="looked in"):
         hm.load("right", model="mano")
+
+
+def test_mano_dir_file_with_a_model_name_key_is_used_as_the_file_it_is(tmp_path):
+    """Issue 9 item 4: a MANO-format file saying `model_name: open-hand-v1` (here the open hand
+    with a thicker template) was replaced downstream by the built-in open hand of that name."""
+    from hodata.datasets.ho3d import handmodel_arg
+    from hodata.overlay import load_hand_faces
+
+    arrays = hm.open_hand_arrays("right")
+    assert arrays["model_name"] == "open-hand-v1"
+    arrays["v_template"] = arrays["v_template"] * 1.2
+    hm.mano_io.write_mano_pickle_arrays(tmp_path / "MANO_RIGHT.pkl", arrays)
+    from_file = hm.load("right", mano_dir=tmp_path, dtype=F64)
+    built_in = hm.load("right", model="open", dtype=F64)
+    assert from_file.model_name == "mano"
+    assert torch.allclose(from_file.v_template, built_in.v_template * 1.2)
+    # what a fit records is reloaded from the same file, not from the built-in model
+    again = hm.load("right", mano_dir=tmp_path, model=handmodel_arg(from_file.model_name), dtype=F64)
+    assert torch.equal(again.v_template, from_file.v_template)
+    faces, n_vertices = load_hand_faces("right", from_file.model_name, tmp_path)
+    assert n_vertices == from_file.num_vertices and torch.equal(faces, from_file.closed_faces.long())

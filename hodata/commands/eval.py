@@ -9,6 +9,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from hodata.errors import EXIT_PARTIAL
+
 # Table 1 of the paper: (group, short name, unit, metric key, format). Kept narrow so the
 # table fits 80 columns; the caption spells the names out.
 TABLE_COLUMNS = (
@@ -170,6 +172,8 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
             )
         console.print(f"wrote {export.path} and {export.zip_path} ({export.frames} frames, method {only})",
                       highlight=False, soft_wrap=True)
+    if report.not_evaluated:  # exit-code rule (README): finished, but some clips failed
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def register(app: typer.Typer) -> None:
