@@ -657,7 +657,8 @@ class ShardWriter:
         if clash:
             raise HodataError(
                 f"{self.output_dir}: sample {clash[0]} of clip {fit.clip_id} is already in this output "
-                "(overlapping clips); select non-overlapping clips or write to another output directory"
+                "(overlapping clips: were --clip-length or --stride changed since it was written?); keep the "
+                "windowing of the output, or write to another output directory (or --overwrite)"
             )
         members = []
         for key, parts in samples:
