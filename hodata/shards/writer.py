@@ -601,11 +601,11 @@ class ShardWriter:
                     _remove_stale_partials(self.output_dir, self.tag)
                 try:
                     manifest = mf.read_manifest(self.output_dir)
-                except mf.ManifestUnreadable as exc:
+                except mf.ManifestUnreadable:
                     bad = self.output_dir / (mf.MANIFEST_NAME + ".damaged")
                     os.replace(self.output_dir / mf.MANIFEST_NAME, bad)
-                    self.resume_notes.append(f"{exc}".split(";")[0] + f"; rebuilt from the shards on disk (old one kept "
-                                             f"as {bad.name})")
+                    self.resume_notes.append(f"{self.output_dir / mf.MANIFEST_NAME}: damaged; rebuilt from the shards "
+                                             f"on disk (the old one kept as {bad.name})")
                     manifest = None
                 manifest = manifest or mf.empty_manifest(config)
                 if config is not None and manifest["config"] and manifest["config"] != config:
