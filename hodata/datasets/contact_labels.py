@@ -43,7 +43,7 @@ class ContactLabels:
 
 def _id(value: str, prefix: str, path: Path, line: int, column: str) -> int:
     text = (value or "").strip().lower()
-    text = text[1:] if text.startswith(prefix) else text
+    text = text[len(prefix):] if prefix and text.startswith(prefix) else text
     try:
         return int(text)
     except ValueError:
