@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from hodata.errors import HodataError
-from hodata.handmodel.constants import THUMB_FIRST_ORDER
+from hodata.handmodel.constants import JOINT_NAMES, THUMB_FIRST_ORDER
 
 INSTALL_HINT = (
     "MediaPipe Hands is not installed; run `make setup` or "
