@@ -124,35 +124,23 @@ class ClipEvidence:
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "ClipEvidence":
         """A copy with every tensor on `device`, floating tensors cast to `dtype`."""
-        def move_dc(obj):
+        def moved(obj, **extra):
             return replace(obj, **{f.name: _move(getattr(obj, f.name), device, dtype) for f in fields(obj)
-                                   if torch.is_tensor(getattr(obj, f.name))})
+                                   if torch.is_tensor(getattr(obj, f.name))}, **extra)
 
-        hands = []
-        for h in self.hands:
-            moved = move_dc(h)
-            if h.init is not None:
-                moved.init = move_dc(h.init)
-            hands.append(moved)
-        out = move_dc(self)
-        out.hands = hands
-        return out
+        hands = [moved(h, init=None if h.init is None else moved(h.init)) for h in self.hands]
+        return moved(self, hands=hands)
 
     def frames(self, start: int, stop: int) -> "ClipEvidence":
         """The evidence of frames [start, stop) (for the windows of clip selection)."""
-        def cut(obj):
-            return replace(obj, **{f.name: getattr(obj, f.name)[start:stop] for f in fields(obj)
-                                   if torch.is_tensor(getattr(obj, f.name)) and getattr(obj, f.name).dim() > 0
-                                   and getattr(obj, f.name).shape[0] == len(self)})
+        frames = len(self)
 
-        hands = []
-        for h in self.hands:
-            part = cut(h)
-            if h.init is not None:
-                init = cut(h.init)
-                init.betas = h.init.betas  # (10,) shared, never cut
-                part.init = init
-            hands.append(part)
-        out = cut(self)
-        out.hands = hands
-        return out
+        def cut(obj, **extra):
+            # Per-frame tensors have T rows; HandInit.betas (10,) is shared and never cut.
+            return replace(obj, **{f.name: getattr(obj, f.name)[start:stop] for f in fields(obj)
+                                   if torch.is_tensor(getattr(obj, f.name)) and f.name != "betas"
+                                   and getattr(obj, f.name).dim() > 0 and getattr(obj, f.name).shape[0] == frames},
+                           **extra)
+
+        hands = [cut(h, init=None if h.init is None else cut(h.init)) for h in self.hands]
+        return cut(self, hands=hands)
