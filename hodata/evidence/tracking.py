@@ -11,10 +11,11 @@ Then motpy (a Kalman filter per track, IoU matching) links the kept detections o
 one tracker per class: "object" and "hand" (both sides in one class, so a hand whose side
 label flips in some frames stays one track; the track's side is the majority of its
 detections' labels among the known sides). For each known object / side the track with the
-most detections is kept (joined by shorter tracks of the same side before or after it: a hand
-that leaves the view and comes back), and its missing frames are filled (`interpolate_gaps`): linear
-interpolation between the detected frames around a gap of at most `max_gap` frames, the
-nearest detected box held for at most `max_gap` frames at the ends. Longer gaps stay empty.
+most detections is kept, joined by shorter tracks of the same class (and side) wholly before
+or after it (a hand that left the view and came back, a track motpy lost; no spatial gate),
+and its missing frames are filled (`interpolate_gaps`): linear interpolation between the
+detected frames around a gap of at most `max_gap` frames, the nearest detected box held for
+at most `max_gap` frames at the ends. Longer gaps stay empty.
 
 Clip selection (`select_windows`): the windows where the object track and every hand track
 cover more than `min_frames` (20, as the paper) consecutive frames.
@@ -180,6 +181,18 @@ def interpolate_gaps(values: torch.Tensor, known: torch.Tensor, max_gap: int) ->
     return out, covered
 
 
+def _merge_disjoint(tracks: list[dict[int, tuple[int, np.ndarray]]]) -> dict[int, tuple[int, np.ndarray]]:
+    """The longest track joined by the shorter ones wholly before or after it (greedy, longest
+    first): one object or hand whose motpy track broke (it left the view, or the Kalman
+    prediction lost it) and restarted."""
+    tracks = sorted(tracks, key=len, reverse=True)
+    merged = dict(tracks[0])
+    for obs in tracks[1:]:
+        if max(obs) < min(merged) or min(obs) > max(merged):
+            merged.update(obs)
+    return merged
+
+
 def _track_from(observations: dict[int, tuple[int, np.ndarray]], scores: list[np.ndarray], frames: int, max_gap: int,
                 side: Optional[str]) -> Track:
     boxes = torch.full((frames, 4), float("nan"), dtype=torch.float64)
@@ -233,8 +246,7 @@ def track_clip(
     obj_tracks = _run_motpy(list(object_detections), obj_kept, min_iou, max_staleness)
     obj_scores = [f.scores for f in object_detections]
     if obj_tracks:
-        best = max(obj_tracks.values(), key=len)
-        obj_track = _track_from(best, obj_scores, frames, max_gap, None)
+        obj_track = _track_from(_merge_disjoint(list(obj_tracks.values())), obj_scores, frames, max_gap, None)
     else:
         obj_track = _empty_track(frames)
 
@@ -249,19 +261,12 @@ def track_clip(
                 votes[side] = votes.get(side, 0) + 1
         if votes:
             candidates.append((len(obs), max(votes, key=votes.get), obs))
-    # Per side, the longest track, joined by shorter tracks of that side that do not overlap it
-    # in time (a hand that left the view and came back gets a new motpy track).
-    merged: dict[str, dict[int, tuple[int, np.ndarray]]] = {}
+    by_side: dict[str, list] = {}
     for _, side, obs in sorted(candidates, key=lambda c: -c[0]):
-        if side not in merged:
-            if len(merged) >= num_hands:
-                continue
-            merged[side] = dict(obs)
-        else:
-            lo, hi = min(merged[side]), max(merged[side])
-            if max(obs) < lo or min(obs) > hi:
-                merged[side].update(obs)
-    hands = {side: _track_from(obs, hand_scores, frames, max_gap, side) for side, obs in merged.items()}
+        if side in by_side or len(by_side) < num_hands:
+            by_side.setdefault(side, []).append(obs)
+    hands = {side: _track_from(_merge_disjoint(tracks), hand_scores, frames, max_gap, side)
+             for side, tracks in by_side.items()}
     for side in known_sides or ():
         hands.setdefault(side, _empty_track(frames, side))
     return TrackingResult(obj_track, hands, dropped)
