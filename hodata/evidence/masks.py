@@ -15,7 +15,8 @@ box, the box's outside as background, its inside as probable foreground, the han
 probable background (keypoints give the whole hand, also where it is behind the object, so
 colour decides which is in front), on a crop resized so its longer side
 is at most `work_size` pixels (GrabCut costs ~0.5 s per 640x480 frame at full size); the
-largest connected component is kept. `object_target` encodes the silhouette target of the
+largest connected component is kept (and a guard against GrabCut giving the object up under
+a large hand: see `grabcut_object_mask`). `object_target` encodes the silhouette target of the
 fitting loss: 1 object, -1 hand (occluder, ignored), 0 elsewhere (REFERENCE.md §2); the
 visible hand mask is the keypoint hand minus the object pixels GrabCut found in front of it.
 """
@@ -96,14 +97,34 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
+def _grabcut(small: np.ndarray, init: np.ndarray, iterations: int, seed: int) -> np.ndarray:
+    """GrabCut of an RGB crop from an initial label map -> foreground (h, w) bool."""
+    import cv2
+
+    labels = init.copy()
+    if not (labels == cv2.GC_PR_FGD).any() or not ((labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD)).any():
+        return labels == cv2.GC_PR_FGD
+    cv2.setRNGSeed(seed)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(np.ascontiguousarray(small[:, :, ::-1]), labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
 def grabcut_object_mask(image: np.ndarray, box: np.ndarray, hand_mask: Optional[np.ndarray] = None,
                         iterations: int = 5, margin: float = 0.15, work_size: int = 160,
-                        seed: int = 0) -> np.ndarray:
+                        seed: int = 0, collapse: float = 0.5) -> np.ndarray:
     """(H, W) bool object mask by GrabCut from an xyxy box (module docstring).
 
     image: RGB uint8 (H, W, 3); box: (4,) pixels (NaN: empty mask); hand_mask: (H, W) bool
-    pixels of the hand (probable background: module docstring); seed: OpenCV's RNG seed (GrabCut's GMM init is
-    random), so a frame always gives the same mask.
+    pixels of the hand (probable background: module docstring); seed: OpenCV's RNG seed
+    (GrabCut's GMM init is random), so a frame always gives the same mask.
+
+    When the hand covers much of the object, GrabCut with the hand as probable background can
+    give the object up entirely (seen on synthetic renders: IoU 0.99 -> 0.0002 in one frame).
+    So the box alone is cut too, and where the result with the hand has less than `collapse`
+    times the area of box-alone-minus-hand, box-alone-minus-hand is returned instead: the
+    object's pixels in front of the hand are then lost to the occluder label (-1, ignored by
+    the silhouette loss), not turned into background.
     """
     import cv2
 
@@ -118,22 +139,23 @@ def grabcut_object_mask(image: np.ndarray, box: np.ndarray, hand_mask: Optional[
     size = (max(1, int(round(crop.shape[1] * factor))), max(1, int(round(crop.shape[0] * factor))))
     small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA) if factor < 1 else crop
     sh, sw = small.shape[:2]
-    gc = np.full((sh, sw), cv2.GC_BGD, dtype=np.uint8)
+    init = np.full((sh, sw), cv2.GC_BGD, dtype=np.uint8)
     bx = (box - np.array([x0, y0, x0, y0])) * factor
     bx0, by0 = int(max(0, np.floor(bx[0]))), int(max(0, np.floor(bx[1])))
     bx1, by1 = int(min(sw, np.ceil(bx[2]))), int(min(sh, np.ceil(bx[3])))
-    gc[by0:by1, bx0:bx1] = cv2.GC_PR_FGD
+    init[by0:by1, bx0:bx1] = cv2.GC_PR_FGD
+    fg = _grabcut(small, init, iterations, seed)
     if hand_mask is not None:
-        # Probable, not sure, background: keypoints give the whole (amodal) hand, also where it
-        # is behind the object; colour decides which of the two is in front.
-        hand_small = cv2.resize(hand_mask[y0:y1, x0:x1].astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
-        gc[(hand_small > 0) & (gc == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
-    if not (gc == cv2.GC_PR_FGD).any() or not (gc == cv2.GC_BGD).any():
-        return out
-    cv2.setRNGSeed(seed)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(np.ascontiguousarray(small[:, :, ::-1]), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+        hand_small = cv2.resize(hand_mask[y0:y1, x0:x1].astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+        if (hand_small & (init == cv2.GC_PR_FGD)).any():
+            # Probable, not sure, background: keypoints give the whole (amodal) hand, also where
+            # it is behind the object; colour decides which of the two is in front.
+            with_hand = init.copy()
+            with_hand[hand_small & (init == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
+            fg_hand = _grabcut(small, with_hand, iterations, seed)
+            fallback = fg & ~hand_small
+            fg = fg_hand if fg_hand.sum() >= collapse * fallback.sum() else fallback
+    fg = fg.astype(np.uint8)
     fg = cv2.resize(fg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) > 0 if factor < 1 else fg > 0
     out[y0:y1, x0:x1] = fg
     return _largest_component(out)
