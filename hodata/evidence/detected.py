@@ -1,7 +1,9 @@
 """The detected evidence provider: frames -> ClipEvidence without any ground truth.
 
 Composition (paper Sec. 3.1-3.2 with offline parts):
-1. hands per frame: MediaPipe Hands (mediapipe_hands), or detections passed in;
+1. hands per frame: MediaPipe Hands (mediapipe_hands) on the whole frame, and where it finds
+   fewer hands than the clip holds, again in crops around the object box hint
+   (mediapipe_hands.detect_near_box); or detections passed in;
 2. object boxes: hints (a dataset's published boxes, e.g. Core50's bbox files, or another
    detector's); hodata has no offline object detector, so without hints there is no object;
 3. tracking (tracking.track_clip): contradictions with the known sides / counts dropped,
@@ -78,9 +80,17 @@ def detect_clip_evidence(
         raise HodataError(f"object box hints must be (T, 4) = ({frames}, 4), got {tuple(object_boxes.shape)}")
     rgb = [read_rgb(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
     image_size = rgb[0].shape[:2]
+    wanted = num_hands if num_hands is not None else (len(sides) if sides else 1)
     if hand_detections is None:
+        hints = object_boxes.detach().cpu().double().numpy()
+        hand_detections = []
         with mediapipe_hands.MediaPipeHands(**detector_options) as detector:
-            hand_detections = [detector.detect(im) for im in rgb]
+            for im, hint in zip(rgb, hints):
+                found = detector.detect(im)
+                if len(found) < wanted:  # small hands: look again near the object
+                    near = mediapipe_hands.detect_near_box(detector, im, hint, wanted)
+                    found = near if len(near) > len(found) else found
+                hand_detections.append(found)
     elif len(hand_detections) != frames:
         raise HodataError(f"{len(hand_detections)} frames of hand detections for {frames} images")
 

@@ -20,7 +20,8 @@ SIDE_COLOURS = {"right": (255, 140, 0), "left": (0, 160, 255)}
 OBJECT_COLOUR = (60, 255, 60)
 
 
-def _upscaled(image: np.ndarray, scale: float):
+def upscale(image: np.ndarray, scale: float) -> np.ndarray:
+    """A copy of the image enlarged by `scale` (cubic)."""
     import cv2
 
     if scale == 1:
@@ -29,21 +30,22 @@ def _upscaled(image: np.ndarray, scale: float):
 
 
 def draw_keypoints(image: np.ndarray, keypoints_2d: np.ndarray, scale: float = 1.0, label: str = "") -> np.ndarray:
-    """The 21-keypoint skeleton (hand-model order) over the image, enlarged by `scale`."""
+    """The 21-keypoint skeleton (hand-model order) and a label over the image, enlarged by
+    `scale`; NaN keypoints draw the label only."""
     import cv2
 
-    out = _upscaled(image, scale)
+    out = upscale(image, scale)
     kp = np.asarray(keypoints_2d, dtype=np.float64) * scale
-    if not np.isfinite(kp).all():
-        return out
     thick = max(1, int(round(out.shape[0] / 200)))
-    for bone, (a, b) in enumerate(MODEL_BONES):
-        colour = FINGER_COLOURS[bone // 4]
-        cv2.line(out, tuple(int(v) for v in kp[a]), tuple(int(v) for v in kp[b]), colour, thick, cv2.LINE_AA)
-    for i, p in enumerate(kp):
-        cv2.circle(out, tuple(int(v) for v in p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+    if np.isfinite(kp).all():
+        for bone, (a, b) in enumerate(MODEL_BONES):
+            colour = FINGER_COLOURS[bone // 4]
+            cv2.line(out, tuple(int(v) for v in kp[a]), tuple(int(v) for v in kp[b]), colour, thick, cv2.LINE_AA)
+        for p in kp:
+            cv2.circle(out, tuple(int(v) for v in p), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
     if label:
-        cv2.putText(out, label, (5, 5 + 12 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick, cv2.LINE_AA)
+        cv2.putText(out, label, (5, 5 + 12 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick,
+                    cv2.LINE_AA)
     return out
 
 
@@ -51,7 +53,7 @@ def draw_boxes(image: np.ndarray, boxes: list[tuple[np.ndarray, tuple[int, int, 
     """Boxes (xyxy pixels, RGB colour, label) over the image; NaN boxes are skipped."""
     import cv2
 
-    out = _upscaled(image, scale)
+    out = upscale(image, scale)
     thick = max(1, int(round(out.shape[0] / 250)))
     for box, colour, label in boxes:
         box = np.asarray(box, dtype=np.float64) * scale
@@ -75,7 +77,7 @@ def draw_object_target(image: np.ndarray, target: np.ndarray, scale: float = 1.0
         sel = target == value
         out[sel] = (1 - alpha) * out[sel] + alpha * colour
     out = out.clip(0, 255).astype(np.uint8)
-    return _upscaled(out, scale) if scale != 1 else out
+    return upscale(out, scale) if scale != 1 else out
 
 
 def draw_hand_mesh(image: np.ndarray, vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor,
@@ -94,7 +96,7 @@ def draw_hand_mesh(image: np.ndarray, vertices: torch.Tensor, faces: torch.Tenso
         shaded = render_shaded([(verts[None], faces.cpu())], [torch.tensor(colour, dtype=torch.float64) / 255.0],
                                K_s, size, background=sentinel)[0]
     drawn = (shaded[..., 0] >= 0).numpy()
-    out = _upscaled(image, scale).astype(np.float64)
+    out = upscale(image, scale).astype(np.float64)
     out[drawn] = (1 - alpha) * out[drawn] + alpha * 255.0 * shaded.numpy()[drawn]
     return out.clip(0, 255).astype(np.uint8)
 
