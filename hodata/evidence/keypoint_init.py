@@ -157,7 +157,6 @@ def refine_place(joints: torch.Tensor, centre: torch.Tensor, keypoints_2d: torch
     log_depth = torch.zeros_like(depth0, requires_grad=True)
     focal = torch.stack([K[0, 0], K[1, 1]])
     principal = K[:2, 2]
-    scale = float(max(keypoints_2d.shape[0], 1))
 
     def place(offset, log_depth):
         depth = depth0 * torch.exp(log_depth)
@@ -168,7 +167,8 @@ def refine_place(joints: torch.Tensor, centre: torch.Tensor, keypoints_2d: torch
     for _ in range(steps):
         optimiser.zero_grad()
         projected = project(joints + place(offset, log_depth)[:, None, :], K)
-        loss = ((projected - keypoints_2d) ** 2).sum(-1).mean(-1).sum() / scale
+        # Summed over frames: each frame's place is independent, so its step does not shrink with T.
+        loss = ((projected - keypoints_2d) ** 2).sum(-1).mean(-1).sum()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
