@@ -8,6 +8,7 @@ import pytest
 from hodata.errors import HodataError
 from hodata.evidence import mediapipe_hands
 from hodata.evidence.mediapipe_hands import INSTALL_HINT, MediaPipeHands, read_rgb
+from hodata.handmodel.constants import JOINT_NAMES
 
 needs_mediapipe = pytest.mark.skipif(not mediapipe_hands.mediapipe_available(), reason=INSTALL_HINT)
 
@@ -30,7 +31,7 @@ def test_one_right_hand_on_real_frame(shared_data, detector):
     assert hand.keypoints_2d.shape == (21, 2) and hand.keypoints_3d.shape == (21, 3)
     # Image landmarks in the input's pixels: the thumb tip right of the index tip, the wrist
     # below every fingertip.
-    joints = {name: i for i, name in enumerate(mediapipe_hands.JOINT_NAMES)}
+    joints = {name: i for i, name in enumerate(JOINT_NAMES)}
     kp = hand.keypoints_2d
     tips = [joints[f"{f}_tip"] for f in ("thumb", "index", "middle", "ring", "little")]
     assert kp[joints["thumb_tip"], 0] > kp[joints["index_tip"], 0] + 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from hodata.evidence.masks import mask_iou
 from hodata.evidence.mediapipe_hands import HandDetection
 from hodata.evidence.tracking import box_iou
 from hodata.evidence.types import ClipEvidence, HandEvidence
-from hodata.geometry.camera import boxes_from_points, project
+from hodata.geometry.camera import project
 from hodata.metrics.hand import pa_error
 
 FRAMES = 24

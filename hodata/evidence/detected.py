@@ -19,6 +19,7 @@ track and every hand track for more than `min_frames` frames; fit only those.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -40,8 +41,10 @@ class DetectedEvidence:
     detections: list[list[HandDetection]]    # per frame, as the hand detector gave them
 
 
+@functools.lru_cache(maxsize=8)
 def default_layer(side: str, mano_dir=None, dtype=torch.float64) -> torch.nn.Module:
-    """The active hand model's fitting layer (PCA k = 16, flat_hand_mean=False) for one side."""
+    """The active hand model's fitting layer (PCA k = 16, flat_hand_mean=False) for one side
+    (cached: one load per side; the layer is not changed by its users here)."""
     from hodata import handmodel
 
     return handmodel.load(side=side, mano_dir=mano_dir, model="auto", num_pca_comps=16, use_pca=True,

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from hodata.errors import HodataError
-from hodata.handmodel.constants import JOINT_NAMES, THUMB_FIRST_ORDER
+from hodata.handmodel.constants import THUMB_FIRST_ORDER
 
 INSTALL_HINT = (
     "MediaPipe Hands is not installed; run `make setup` or "
@@ -111,8 +111,8 @@ class MediaPipeHands:
     def __init__(self, max_hands: int = 2, min_score: float = 0.5, model_complexity: int = 1, min_side: int = 480,
                  mirrored: bool = False):
         hands = _import_mediapipe()
-        # MediaPipe's C++ logging goes to stderr; keep a run's output readable.
-        os.environ.setdefault("GLOG_minloglevel", "2")
+        # MediaPipe's C++ (absl) logging prints a few warnings to stderr on the first frame;
+        # GLOG_minloglevel does not silence them (tried), they are harmless.
         self._hands = hands.Hands(static_image_mode=True, max_num_hands=max_hands, model_complexity=model_complexity,
                                   min_detection_confidence=min_score)
         self.min_side = min_side
