@@ -131,3 +131,28 @@ def test_conventions_against_synthetic_ground_truth(tmp_path, detector):
     mirrored = joints * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
     # Camera-handed axes (x right, y down, z away): the hand fits by a rotation, its mirror does not.
     assert rotation_only_residual(joints) < 0.6 * rotation_only_residual(mirrored)
+
+
+@needs_mediapipe
+def test_detected_evidence_on_real_frames(shared_data):
+    """The whole detected provider on the two real Core50 frames: no ground truth at all."""
+    import torch
+
+    from hodata.evidence.detected import detect_clip_evidence
+
+    real = shared_data / "core50" / "real"
+    K = torch.tensor([[480.0, 0.0, 175.0], [0.0, 480.0, 175.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    frames = [read_rgb(real / "C_05_33_179.png")] * 2
+    box = torch.tensor([[115.0, 81.0, 242.0, 208.0]] * 2, dtype=torch.float64)  # bbox file, Color179
+    result = detect_clip_evidence(frames, K, ["right"], object_boxes=box, min_frames=1)
+    ev = result.evidence
+    assert ev.provenance["hand_init"] == "keypoints:mediapipe" and ev.sides == ["right"]
+    init = ev.hand_inits[0]
+    assert init.vertices_2d.shape[0] == 2 and 0.2 < float(init.transl[0, 2]) < 3.0
+    target = ev.object_masks[0]
+    assert int((target == 1).sum()) > 1000 and int((target == -1).sum()) > 200
+    # The ball's mask stays inside the hint box; the hand's pixels are not object pixels.
+    ys, xs = torch.nonzero(target == 1, as_tuple=True)
+    assert xs.min() >= 115 and xs.max() <= 242 and ys.min() >= 81 and ys.max() <= 208
+    assert not bool(((target == 1) & ev.hand_masks[0]).any())
+    assert result.windows == [(0, 2)]
