@@ -143,6 +143,35 @@ def bench_masks(clips, pixel_noises=(0.0, 2.0, 5.0), box_jitters=(0.0, 0.05)) ->
         print(f"| **all** | {noise:g} | {jitter:.0%} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.2f} |")
 
 
+def bench_hand_masks(clips, pixel_noises=(0.0, 2.0, 5.0)) -> None:
+    """Hand mask from the keypoint skeleton vs the silhouette of the keypoint-init hand mesh."""
+    from hodata.evidence.detected import default_layer
+    from hodata.evidence.keypoint_init import keypoint_hand_init
+    from hodata.evidence.masks import clip_masks, mask_iou, mesh_hand_mask
+    from hodata.evidence.mediapipe_hands import read_rgb
+    from hodata.geometry.camera import project
+
+    print("\n## hand masks: skeleton vs keypoint-init mesh silhouette (minus the GrabCut object), mean IoU")
+    print("| keypoint noise px | skeleton | init mesh |")
+    print("|---|---|---|")
+    layer = default_layer(clips[0].gt_hands[0].side)
+    for noise in pixel_noises:
+        skel, mesh = [], []
+        for i, clip in enumerate(clips):
+            images = [read_rgb(p) for p in clip.image_paths]
+            joints = clip.gt_hands[0].joints.double()
+            gen = np.random.default_rng(i)
+            kp2d = project(joints, clip.K.double()).numpy() + gen.normal(0, noise, (len(clip), 21, 2))
+            kp3d = (joints - joints.mean(1, keepdim=True)).numpy()
+            target, hand = clip_masks(images, clip.object_boxes, [[(kp2d[t], kp3d[t])] for t in range(len(clip))])
+            init, _ = keypoint_hand_init(layer, torch.as_tensor(kp2d), torch.as_tensor(kp3d), clip.K.double())
+            verts = layer(global_orient=init.global_orient, hand_pose=init.hand_pose, transl=init.transl).vertices
+            silhouette = mesh_hand_mask(verts, layer.faces, clip.K.double(), clip.image_size) & ~(target == 1)
+            skel.append(float(mask_iou(hand, clip.hand_masks).mean()))
+            mesh.append(float(mask_iou(silhouette, clip.hand_masks).mean()))
+        print(f"| {noise:g} | {np.mean(skel):.3f} | {np.mean(mesh):.3f} |", flush=True)
+
+
 def bench_keypoint_init(clips) -> None:
     from hodata.evidence.detected import default_layer
     from hodata.evidence.keypoint_init import keypoint_hand_init
@@ -197,14 +226,21 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=10, help="box sequences per tracking setting")
     parser.add_argument("--out", type=Path, default=Path("bench/_work/evidence"))
+    parser.add_argument("--only", default="tracking,masks,init,mediapipe", help="comma-separated parts to run")
     args = parser.parse_args()
+    args.only = args.only.split(",")
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    bench_tracking(args.seeds)
+    if "tracking" in args.only:
+        bench_tracking(args.seeds)
     clips = make_clips(args.out, args.clips, args.frames)
-    bench_masks(clips)
-    bench_keypoint_init(clips)
-    bench_mediapipe(Path(__file__).resolve().parents[2] / "shared" / "data")
+    if "masks" in args.only:
+        bench_masks(clips)
+        bench_hand_masks(clips)
+    if "init" in args.only:
+        bench_keypoint_init(clips)
+    if "mediapipe" in args.only:
+        bench_mediapipe(Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,19 @@ def test_object_target_encoding():
     hand = torch.tensor([[0, 1, 1], [0, 0, 0]], dtype=torch.bool)
     assert object_target(obj, hand).tolist() == [[1.0, -1.0, -1.0], [0.0, 1.0, 0.0]]
     assert mask_iou(obj, obj).item() == 1.0 and abs(mask_iou(obj, hand).item() - 1 / 4) < 1e-12
+
+
+def test_mesh_hand_mask_covers_the_projected_hand():
+    from hodata import handmodel
+    from hodata.evidence.masks import mesh_hand_mask
+
+    layer = handmodel.load("right", dtype=torch.float64)
+    verts = layer(transl=torch.tensor([[0.0, 0.0, 0.5], [0.05, 0.0, 0.6]], dtype=torch.float64)).vertices
+    K = torch.tensor([[300.0, 0, 80], [0, 300.0, 60], [0, 0, 1]], dtype=torch.float64)
+    mask = mesh_hand_mask(verts, layer.faces, K, (120, 160))
+    assert mask.shape == (2, 120, 160) and mask[0].sum() > mask[1].sum() > 100   # farther: smaller
+    uv = project(verts, K).round().long()
+    for t in range(2):
+        ok = (uv[t, :, 0] >= 0) & (uv[t, :, 0] < 160) & (uv[t, :, 1] >= 0) & (uv[t, :, 1] < 120)
+        hit = mask[t, uv[t, ok, 1], uv[t, ok, 0]].double().mean()
+        assert hit > 0.9

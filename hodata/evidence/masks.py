@@ -78,6 +78,16 @@ def skeleton_hand_mask(keypoints_2d: np.ndarray, image_size: tuple[int, int], ke
     return mask.astype(bool)
 
 
+def mesh_hand_mask(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """(T, H, W) bool silhouettes of hand meshes (T, V, 3) in camera space (e.g. the keypoint
+    initialisation's hand): the alternative to the skeleton mask, measured in bench_evidence."""
+    from hodata.geometry.raster import render_labels
+
+    with torch.no_grad():
+        labels, _ = render_labels([(vertices, faces)], K.to(vertices), image_size)
+    return labels > 0
+
+
 def _crop(box: np.ndarray, image_size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
     height, width = image_size
     w, h = box[2] - box[0], box[3] - box[1]
