@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ (results go to stdout; record them in bench/RESULTS.md).
 
-    make bench            # or: python bench/run_all.py [--only render,sdf,meshprep,fit]
+    make bench            # or: python bench/run_all.py [--only render,sdf,meshprep,fit,evidence]
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = {"render": "bench_render.py", "sdf": "bench_sdf.py", "meshprep": "bench_meshprep.py", "fit": "bench_fit.py"}
+BENCHES = {"render": "bench_render.py", "sdf": "bench_sdf.py", "meshprep": "bench_meshprep.py", "fit": "bench_fit.py",
+           "evidence": "bench_evidence.py"}
 
 
 def main() -> int:
