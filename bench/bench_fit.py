@@ -50,7 +50,7 @@ def main() -> None:
 
     from hodata.datasets.ho3d import HO3DDataset
     from hodata.datasets.synthetic import make_synthetic_ho3d
-    from hodata.evaluation import exact_object_sdf
+    from hodata.app.evaluate import exact_object_sdf
     from hodata.evidence.hand_init import SimulatedHandEstimator
     from hodata.fitting import FitConfig, ObjectInitConfig
     from hodata.fitting.joint import HandEvidence, fit_hands_and_objects, object_evidence

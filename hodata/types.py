@@ -97,6 +97,7 @@ class FitResult:
     loss_history: dict[str, list[float]] = field(default_factory=dict)
     flags: dict[str, bool] = field(default_factory=dict)              # quality flags
     hand_init: str = ""                # provider of the hand initialisation ("simulated", "frankmocap", ...)
+    evidence: dict[str, str] = field(default_factory=dict)  # provider of each evidence part (ClipEvidence.provenance)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 
-import hodata.fitting.run as run
+import hodata.app.fit as run
 import hodata.shards.manifest as mf
 import hodata.shards.writer as writer
 

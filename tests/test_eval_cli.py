@@ -1,4 +1,4 @@
-"""`hodata eval` and hodata.evaluation on a synthetic HO-3D set in the real on-disk layout.
+"""`hodata eval` and hodata.app.evaluate on a synthetic HO-3D set in the real on-disk layout.
 
 Fit results are written with ShardWriter from the dataset's own ground truth (errors 0) and
 from copies moved by known offsets, so the expected metrics are known in closed form; ADD-S
@@ -22,7 +22,7 @@ from hodata.cli import app
 from hodata.datasets.ho3d import HO3DDataset
 from hodata.datasets.synthetic import make_synthetic_ho3d
 from hodata.errors import HodataError
-from hodata.evaluation import METRICS_FILE, PER_CLIP_FILE, evaluate_results, resample_indices
+from hodata.app.evaluate import METRICS_FILE, PER_CLIP_FILE, evaluate_results, resample_indices
 from hodata.metrics.official import opencv_to_opengl, read_ho3d_predictions
 from hodata.metrics.summary import METRIC_KEYS
 from hodata.shards import ShardWriter

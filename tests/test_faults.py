@@ -30,7 +30,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import hodata.fitting.run as run_module
+import hodata.app.fit as run_module
 from hodata import handmodel as hm
 from hodata.cli import app
 from hodata.datasets.base import clip_windows

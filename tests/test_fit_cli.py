@@ -41,5 +41,5 @@ def test_fit_writes_shards_resumes_and_skips_bad_clips(tmp_path):
 
 
 def test_fit_unknown_dataset_is_one_line(tmp_path):
-    result = runner.invoke(app, ["fit", "epic", "--root", str(tmp_path)])
+    result = runner.invoke(app, ["fit", "no-such-dataset", "--root", str(tmp_path)])
     assert result.exit_code == 2 and result.output.startswith("error:") and "ho3d" in result.output

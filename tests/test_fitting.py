@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from hodata.evidence.gt import gt_clip_evidence
 from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
 from hodata.fitting.joint import (
     HandEvidence,
@@ -79,7 +80,8 @@ def _fast_configs():
 @pytest.fixture(scope="module")
 def fits(scene):
     config, init = _fast_configs()
-    return fit_clip(scene["clip"], scene["model"], scene["inits"], scene["layers"], config, init,
+    return fit_clip(scene["clip"], gt_clip_evidence(scene["clip"], lambda _: scene["inits"]), scene["model"],
+                    scene["layers"], config, init,
                     methods=("independent", "joint"), device="cpu", seed=0)
 
 
@@ -144,4 +146,5 @@ def test_fit_clip_rejects_empty_masks(scene):
     masks = clip.object_masks.clone()
     masks[2] = 0
     with pytest.raises(HodataError, match=clip.frame_ids[2]):
-        fit_clip(replace(clip, object_masks=masks), scene["model"], scene["inits"], scene["layers"], device="cpu")
+        bad = replace(clip, object_masks=masks)
+        fit_clip(bad, gt_clip_evidence(bad, lambda _: scene["inits"]), scene["model"], scene["layers"], device="cpu")

@@ -323,7 +323,7 @@ def test_mano_dir_file_with_a_model_name_key_is_used_as_the_file_it_is(tmp_path)
     """Issue 9 item 4: a MANO-format file saying `model_name: open-hand-v1` (here the open hand
     with a thicker template) was replaced downstream by the built-in open hand of that name."""
     from hodata.datasets.ho3d import handmodel_arg
-    from hodata.overlay import load_hand_faces
+    from hodata.app.draw import load_hand_faces
 
     arrays = hm.open_hand_arrays("right")
     assert arrays["model_name"] == "open-hand-v1"

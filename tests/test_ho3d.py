@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from hodata.datasets.base import clip_windows, get_adapter, read_rgb
+from hodata.datasets import get_adapter
+from hodata.datasets.base import clip_windows, read_rgb
 from hodata.datasets.ho3d import HO3DDataset, load_meta, read_segmentation, write_segmentation
 from hodata.datasets.synthetic import make_synthetic_ho3d
 from hodata.errors import HodataError

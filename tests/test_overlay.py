@@ -1,4 +1,4 @@
-"""Overlays of fits (hodata.overlay) and the `hodata show` command."""
+"""Overlays of fits (hodata.app.draw) and the `hodata show` command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import trimesh
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
-from hodata import handmodel, overlay
+from hodata import handmodel
+from hodata.app import draw as overlay
 from hodata.cli import app
 from hodata.errors import HodataError
 from hodata.geometry.raster import render_labels, render_shaded

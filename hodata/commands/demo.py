@@ -30,12 +30,13 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),
 ) -> None:
     """Run the whole pipeline on a built-in synthetic clip and print its accuracy."""
-    from hodata import overlay
-    from hodata.commands.eval import metrics_table
-    from hodata.commands.fit import build_configs, report_summary, run_fit
+    from hodata.app import draw as overlay
+    from hodata.app.console import metrics_table, report_summary, write_png
+    from hodata.app.evaluate import evaluate_results, load_fits
+    from hodata.app.fit import build_configs, run_fit
+    from hodata.app.providers import EvidenceProvider
     from hodata.datasets.ho3d import HO3DDataset
     from hodata.datasets.synthetic import make_synthetic_ho3d
-    from hodata.evaluation import evaluate_results, load_fits
     from hodata.paths import default_mesh_cache
 
     start = time.perf_counter()
@@ -49,8 +50,10 @@ def demo(
 
     dataset = HO3DDataset(data_root, clip_length=min(10, frames), stride=stride, cache_dir=cache, mano_dir=mano_dir)
     config, init_config = build_configs(steps1, steps2, roi_size=128, hypotheses=50, disabled=())
-    summary = run_fit(dataset, fits_dir, ("independent", "joint"), config, init_config, device, overwrite=True,
-                      save_frames=True, seed=seed, max_clips=None, hand_init="simulated", mano_dir=mano_dir)
+    provider = EvidenceProvider("gt", "simulated", mano_dir=mano_dir, seed=seed)
+    with console.status("fitting (independent composition and joint fitting)"):
+        summary = run_fit(dataset, provider, fits_dir, ("independent", "joint"), config, init_config, device,
+                          overwrite=True, save_frames=True, seed=seed)
     if not summary.fitted:
         report_summary(summary, dataset, fits_dir)
         raise typer.Exit(1)
@@ -66,9 +69,7 @@ def demo(
     hands, objects = overlay.fit_scene_meshes(fit, cache, mano_dir)
     panels = overlay.render_fit_panels(fit, hands, objects, images)
     overlay_path = output / "overlay.png"
-    from hodata.commands.show import _write_png
-
-    _write_png(overlay_path, panels[len(panels) // 2])
+    write_png(overlay_path, panels[len(panels) // 2])
     video_path = overlay.write_video(panels, output / "overlay.mp4")
 
     console.print(f"metrics: {report.metrics_path}")

@@ -1,59 +1,16 @@
 """`hodata eval`: metrics of fit results against a dataset's ground truth, and the HO-3D
-challenge export. The work is done by hodata.evaluation; this module parses options, shows
+challenge export. The work is done by hodata.app.evaluate; this module parses options, shows
 progress and prints the table."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
+from hodata.app.console import metrics_table
 from hodata.errors import EXIT_PARTIAL
-
-# Table 1 of the paper: (group, short name, unit, metric key, format). Kept narrow so the
-# table fits 80 columns; the caption spells the names out.
-TABLE_COLUMNS = (
-    ("Hand", "vert", "cm", "hand_vertex_cm", "{:.2f}"),
-    ("", "mepe", "al.cm", "hand_joint_st_cm", "{:.2f}"),
-    ("", "PA v", "cm", "hand_vertex_pa_cm", "{:.2f}"),
-    ("", "F@5", "mm", "hand_fscore_5mm", "{:.3f}"),
-    ("", "F@15", "mm", "hand_fscore_15mm", "{:.3f}"),
-    ("Object", "vert", "cm", "object_vertex_cm", "{:.2f}"),
-    ("", "ADD-S", "cm", "object_adds_cm", "{:.2f}"),
-    ("Inter.", "pen.", "mm", "penetration_mm", "{:.2f}"),
-    ("", "cont.", "%", "contact_pct", "{:.1f}"),
-)
-TABLE_CAPTION = (
-    "Hand: vertex mean distance, mean joint error after scale-translation alignment (mepe aligned), "
-    "Procrustes-aligned vertex error, F-scores at 5 / 15 mm; Object: vertex mean distance, ADD-S; "
-    "Interaction: penetration depth, contact %. — = no ground truth."
-)
-ABSENT = "—"
-
-
-def format_metric(value: Any, fmt: str) -> str:
-    """A table cell: the formatted number, or an em dash for an absent metric."""
-    return ABSENT if value is None else fmt.format(value)
-
-
-def metrics_table(methods: dict[str, dict[str, Any]], title: str = ""):
-    """A rich Table laid out like the paper's Table 1: one row per method, column groups
-    Hand / Object / Interaction."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title or None, caption=TABLE_CAPTION, box=box.SIMPLE_HEAD, padding=(0, 0),
-                  pad_edge=False)
-    table.add_column("\n\nMethod", justify="left", no_wrap=True)
-    for group, name, unit, _, _ in TABLE_COLUMNS:
-        table.add_column(f"[bold]{group}[/bold]\n{name}\n{unit}", justify="right", no_wrap=True)
-    table.add_column("\n\nframes", justify="right", no_wrap=True)
-    for method, values in methods.items():
-        cells = [format_metric(values.get(key), fmt) for *_, key, fmt in TABLE_COLUMNS]
-        table.add_row(method, *cells, str(values.get("frames", 0)))
-    return table
-
 
 def eval_command(
     dataset: str = typer.Argument(..., help="Dataset adapter the fits were made on, e.g. ho3d.", show_default=False),
@@ -116,7 +73,7 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hodata import evaluation
+    from hodata.app import evaluate as evaluation
     from hodata.errors import HodataError
 
     console = Console()

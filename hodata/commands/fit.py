@@ -8,74 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hodata.errors import EXIT_PARTIAL, EXIT_SIGNAL_BASE, HodataError, Interrupted
-
-console = Console()
-
-
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
-
-
-def build_configs(steps1: int, steps2: int, roi_size: int, hypotheses: int, disabled: tuple[str, ...]):
-    from hodata.fitting import FitConfig, ObjectInitConfig
-
-    config = FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=roi_size, disabled=disabled)
-    init_config = ObjectInitConfig(n_hypotheses=hypotheses)
-    return config, init_config
-
-
-def make_dataset(name: str, root: Path, split: str, sequences: Optional[str], clip_length: int, stride: int,
-                 evidence: str, mano_dir: Optional[Path], mesh_cache: Optional[Path]):
-    from hodata.datasets.base import available_datasets, get_adapter
-
-    if name not in available_datasets():
-        raise HodataError(f"no adapter for dataset {name!r} yet; available: {', '.join(available_datasets())}")
-    adapter = get_adapter(name)
-    seqs = [s for s in sequences.split(",") if s] if sequences else None
-    return adapter(root, split=split, sequences=seqs, clip_length=clip_length, stride=stride, evidence=evidence,
-                   mano_dir=mano_dir, cache_dir=mesh_cache)
-
-
-def run_fit(dataset, output: Path, methods: tuple[str, ...], config, init_config, device: str, overwrite: bool,
-            save_frames: bool, seed: int, max_clips: Optional[int], hand_init: str, mano_dir: Optional[Path],
-            keep_results: bool = False):
-    """Fit `dataset` (an adapter) into `output`, with a progress bar; returns the RunSummary."""
-    import itertools
-
-    import torch
-
-    from hodata.evidence.hand_init import SimulatedHandEstimator
-    from hodata.fitting.run import fit_dataset
-
-    if hand_init != "simulated":
-        raise HodataError(f"hand init provider {hand_init!r} is not available; use --hand-init simulated "
-                          "(FrankMocap/MediaPipe providers are not built yet)")
-    check_mano_dir(mano_dir)
-    estimator = SimulatedHandEstimator(seed=seed, mano_dir=mano_dir)
-
-    def layers_for(clip):
-        return {h.side: estimator.layer(h.side, h.model_name, torch.float32, torch.device("cpu")) for h in clip.gt_hands}
-
-    total = len(dataset) if max_clips is None else min(max_clips, len(dataset))
-    clips = itertools.islice(iter(dataset), total)
-    with progress_bar() as progress:
-        task = progress.add_task("fitting clips", total=total)
-
-        def on_clip(clip_id: str, status: str) -> None:
-            progress.update(task, advance=1, description=f"{status}: {clip_id}")
-
-        return fit_dataset(
-            clips, dataset.model_for_clip, estimator, layers_for, output,
-            methods=methods, config=config, init_config=init_config, device=device, overwrite=overwrite,
-            save_frames=save_frames, seed=seed, on_clip=on_clip, keep_results=keep_results,
-            source={"dataset": getattr(dataset, "dataset_name", ""), "root": str(Path(dataset.root).resolve()),
-                    "split": getattr(dataset, "split", None)},
-        )
 
 
 def check_mano_dir(mano_dir: Optional[Path]) -> None:
@@ -92,32 +26,41 @@ def check_mano_dir(mano_dir: Optional[Path]) -> None:
         raise HodataError(f"{mano_dir}: holds neither MANO_RIGHT.pkl nor MANO_LEFT.pkl; pass the folder holding them")
 
 
-def report_summary(summary, dataset, output: Path) -> None:
-    unreadable = len(getattr(dataset, "skipped_clips", []))
-    for note in getattr(summary, "notes", []):
-        console.print(f"[yellow]{note}[/]")
-    console.print(f"fitted {len(summary.fitted)} clip(s), resumed {len(summary.resumed)}, "
-                  f"failed {len(summary.failed)}, unreadable {unreadable} -> {output}")
-    for clip_id, message in summary.failed.items():
-        console.print(f"[yellow]skipped {clip_id}[/]: {message}")
-    for message in getattr(dataset, "messages", []):
-        console.print(f"[yellow]{message}[/]")
-    skipped_frames = getattr(dataset, "skipped_frames", [])
-    if skipped_frames:
-        console.print(f"{len(skipped_frames)} frame(s) without an object pose were skipped")
+def _ids(text: Optional[str]) -> Optional[list[str]]:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def fit(
-    dataset: str = typer.Argument(..., help="Dataset adapter: ho3d (HO-3D v2/v3 layout, also hodata's synthetic sets)."),
-    root: Path = typer.Option(..., "--root", help="Dataset root folder (for HO-3D: holds train/, evaluation/, train.txt)."),
-    split: str = typer.Option("train", "--split", help="Dataset split: train or evaluation."),
-    sequences: Optional[str] = typer.Option(None, "--sequences", help="Comma-separated sequence names (default: all)."),
-    evidence: str = typer.Option("gt", "--evidence", help="2D evidence: gt = boxes and masks from ground truth (paper Fig. 4)."),
-    hand_init: str = typer.Option("simulated", "--hand-init", help="Hand initialisation provider: simulated (ground truth + documented noise)."),
+    dataset: str = typer.Argument(..., help="Dataset adapter: ho3d (HO-3D v2/v3 layout, also hodata's synthetic "
+                                  "sets), core50, epic (Epic-Kitchens-100)."),
+    root: Path = typer.Option(..., "--root", help="Dataset root folder (HO-3D: holds train/, evaluation/, train.txt; "
+                              "Core50: holds core50_350x350/ and bbox/; Epic: holds PXX/rgb_frames/, hand-objects/ "
+                              "and the annotation CSVs)."),
+    split: Optional[str] = typer.Option(None, "--split", help="HO-3D: train | evaluation (default train); "
+                                        "Epic-Kitchens: train | validation (default validation)."),
+    sequences: Optional[str] = typer.Option(None, "--sequences", help="HO-3D: comma-separated sequence names (default: all)."),
+    category: Optional[str] = typer.Option(None, "--category", help="Core50 / Epic-Kitchens: object category to fit "
+                                           "(e.g. cup, bottle, can, plate, phone); Epic needs it."),
+    sessions: Optional[str] = typer.Option(None, "--sessions", help="Core50: sessions, e.g. 1,3,5-7 (default: all)."),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Core50: object ids, e.g. 41-45 (default: all)."),
+    videos: Optional[str] = typer.Option(None, "--videos", help="Epic-Kitchens: comma-separated video ids (default: all)."),
+    clips_file: Optional[Path] = typer.Option(None, "--clips", help="Epic-Kitchens: a clip selection written by "
+                                              "`hodata select-clips` (fit exactly its kept clips)."),
+    focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Core50 / Epic: assumed focal length in "
+                                          "pixels (defaults: Core50 480 at 350x350, Epic 200 at 640x360)."),
+    evidence: str = typer.Option("auto", "--evidence", help="2D evidence provider: gt (annotated boxes and masks, "
+                                 "paper Fig. 4), detected (MediaPipe hands + motpy tracks + GrabCut masks from the "
+                                 "dataset's object boxes), files:DIR (DIR/<sequence>/<frame>.json of external "
+                                 "models, see hodata.evidence.files). auto: gt on HO-3D, detected elsewhere."),
+    hand_init: str = typer.Option("auto", "--hand-init", help="Hand initialisation: simulated (ground truth + "
+                                  "documented noise, annotated data only), keypoints (fit to the evidence's 21 "
+                                  "hand keypoints), files:DIR (the files' MANO fields). auto: simulated on HO-3D, "
+                                  "keypoints elsewhere."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Output folder; one shard folder per method inside."),
     methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
     clip_length: int = typer.Option(10, "--clip-length", min=1, help="Frames per clip (reference: 10)."),
-    stride: int = typer.Option(4, "--stride", min=1, help="Frame stride inside a clip (reference: 4 for HO-3D)."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Frame stride inside a clip (default: 4 for "
+                                         "HO-3D and Core50, 1 for Epic-Kitchens, as the reference)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=0, help="Fit at most this many clips."),
     steps1: int = typer.Option(200, "--steps1", min=0, help="Adam steps of stage 1 (paper: 200)."),
     steps2: int = typer.Option(200, "--steps2", min=0, help="Adam steps of stage 2 (paper: 200)."),
@@ -142,8 +85,9 @@ def fit(
 
     Reruns into the same --output skip clips already written (resume; every shard is checked
     first and the clips of a missing or damaged one are fitted again); --overwrite starts over.
-    A clip that fails (unreadable frame, a fit error, a diverged fit) is skipped and listed;
-    the others are written. One run at a time writes into an --output.
+    A clip that fails (unreadable frame, no hand found, a fit error, a diverged fit) is skipped
+    and listed; the others are written. One run at a time writes into an --output. The
+    manifest and every sample record which providers made the evidence and the hand init.
 
     Exit code: 0 every clip was fitted or resumed; 1 the run finished but some clips failed
     or were unreadable (listed), or there was nothing to fit; 2 bad input or an unusable
@@ -151,23 +95,46 @@ def fit(
     130 / 143 interrupted by SIGINT / SIGTERM (whole clips written are kept: rerun the same
     command to resume).
     """
+    from hodata.app.console import console, progress_bar, report_summary
+    from hodata.app.fit import build_configs, run_fit
+    from hodata.app.providers import EvidenceProvider, default_specs
+    from hodata.datasets import available_datasets, open_dataset
+    from hodata.datasets.core50 import parse_id_list
     from hodata.device import resolve_device
+    from hodata.fitting import METHODS
 
     resolve_device(device)
     switches = dict(obj=no_obj, v2d=no_v2d, pca=no_pca, scale=no_scale, smooth=no_smooth, centroid=no_centroid,
                     collision=no_collision, local=no_local)
     disabled = tuple(t for t, off in switches.items() if off)
-    from hodata.fitting import METHODS
-
     method_list = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not method_list or any(m not in METHODS for m in method_list):
         raise HodataError(f"--methods {methods!r}: choose one or more of {', '.join(METHODS)}, comma-separated")
+    if dataset not in available_datasets():
+        raise HodataError(f"no adapter for dataset {dataset!r}; available: {', '.join(available_datasets())}")
+    check_mano_dir(mano_dir)
     config, init_config = build_configs(steps1, steps2, roi_size, hypotheses, disabled)
-    ds = make_dataset(dataset, root, split, sequences, clip_length, stride, evidence, mano_dir, mesh_cache)
+    options = dict(split=split, sequences=_ids(sequences), category=category,
+                   sessions=parse_id_list(sessions, range(1, 12), "session"),
+                   objects=parse_id_list(objects, range(1, 51), "object"), videos=_ids(videos), clips=clips_file,
+                   focal=focal, stride=stride)
+    ds = open_dataset(dataset, root, options, clip_length=clip_length, mano_dir=mano_dir, cache_dir=mesh_cache,
+                      evidence="gt")
+    auto_evidence, auto_init = default_specs(getattr(ds, "dataset_name", dataset))
+    provider = EvidenceProvider(auto_evidence if evidence == "auto" else evidence,
+                                auto_init if hand_init == "auto" else hand_init, mano_dir=mano_dir, seed=seed)
+    console.print(f"{dataset}: {len(ds)} clip(s); evidence {provider.evidence}, hand init {provider.hand_init}")
     with terminate_as_interrupt():
         try:
-            summary = run_fit(ds, output, method_list, config, init_config, device, overwrite, save_frames, seed,
-                              max_clips, hand_init, mano_dir)
+            total = len(ds) if max_clips is None else min(max_clips, len(ds))
+            with progress_bar() as progress:
+                task = progress.add_task("fitting clips", total=total)
+
+                def on_clip(clip_id: str, status: str) -> None:
+                    progress.update(task, advance=1, description=f"{status}: {clip_id}")
+
+                summary = run_fit(ds, provider, output, method_list, config, init_config, device, overwrite,
+                                  save_frames, seed, max_clips, on_clip)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             typer.secho(f"interrupted by {signal.Signals(signum).name}: the clips written so far are kept in {output}; "

@@ -41,7 +41,8 @@ def show(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hodata import overlay
+    from hodata.app import draw as overlay
+    from hodata.app.console import write_png
     from hodata.shards import read_manifest
     from hodata.shards.writer import sanitise_key_part
 
@@ -85,20 +86,11 @@ def show(
             clip_dir.mkdir(parents=True, exist_ok=True)
             for frame_id, panel in zip(fit.frame_ids, panels):
                 path = clip_dir / f"{sanitise_key_part(frame_id)}.png"
-                _write_png(path, panel)
+                write_png(path, panel)
             written.append(clip_dir)
             written.append(overlay.write_video(panels, out_dir / f"{sanitise_key_part(fit.clip_id)}.mp4", fps))
     for path in written:
         typer.echo(f"wrote {path}{'/*.png' if path.is_dir() else ''}")
-
-
-def _write_png(path: Path, image) -> None:
-    import cv2
-
-    from hodata.errors import HodataError
-
-    if not cv2.imwrite(str(path), image[:, :, ::-1]):
-        raise HodataError(f"{path}: cannot write the PNG; check that the --out folder is writable")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,51 +1,16 @@
-"""What dataset adapters share: a name registry, clip windowing, image reading.
+"""What dataset adapters share: clip windowing and image reading.
 
-An adapter turns a dataset on disk into `hodata.types.Clip` objects. Adapters register
-under a name (`@register_dataset("ho3d")`) so the CLI can pick them by name.
+An adapter turns a dataset on disk into `hodata.types.Clip` objects; the name registry is
+`hodata.datasets.registry`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 
 from hodata.errors import HodataError
-
-_ADAPTERS: dict[str, Callable] = {}
-
-A = TypeVar("A")
-
-
-def register_dataset(name: str) -> Callable[[A], A]:
-    """Class decorator: make an adapter reachable as `get_adapter(name)`."""
-
-    def decorate(adapter: A) -> A:
-        if name in _ADAPTERS and _ADAPTERS[name] is not adapter:
-            raise ValueError(f"dataset adapter {name!r} registered twice")
-        _ADAPTERS[name] = adapter
-        return adapter
-
-    return decorate
-
-
-def get_adapter(name: str) -> Callable:
-    """The adapter class registered under `name` (e.g. "ho3d")."""
-    # Adapters register on import; import the built-in ones so a bare lookup works.
-    import hodata.datasets.ho3d  # noqa: F401
-
-    if name not in _ADAPTERS:
-        known = ", ".join(sorted(_ADAPTERS)) or "none"
-        raise HodataError(f"unknown dataset {name!r}; known datasets: {known}")
-    return _ADAPTERS[name]
-
-
-def available_datasets() -> list[str]:
-    """Names of the registered adapters."""
-    import hodata.datasets.ho3d  # noqa: F401
-
-    return sorted(_ADAPTERS)
 
 
 def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[int]]:

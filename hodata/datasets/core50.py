@@ -32,7 +32,8 @@ import torch
 from hodata.errors import HodataError
 from hodata.types import Clip
 
-from .base import clip_windows, read_image_size, register_dataset
+from .base import clip_windows, read_image_size
+from .registry import register_dataset
 
 IMAGE_SIZE = (350, 350)
 FRAMES_PER_SEQUENCE = 300
@@ -125,10 +126,13 @@ class Core50Dataset:
     (None: all found); category: keep the objects of one category (a Core50 label such as
     "cup" or "mobile_phone", or an alias known to hodata.objects); clip_length, stride:
     windowing (T = 10, stride 4); focal, principal: the assumed intrinsics (pixels);
-    bbox_dir: folder of `s{s}/CropC_o{o}.txt` files (default `<root>/bbox` if present).
+    bbox_dir: folder of `s{s}/CropC_o{o}.txt` files (default `<root>/bbox` if present);
+    cache_dir: the mesh cache of the category meshes.
     """
 
     dataset_name = "core50"
+    # category meshes from the catalog: the object scale is optimised with the category prior
+    optimise_object_scale = True
 
     def __init__(
         self,
@@ -141,6 +145,7 @@ class Core50Dataset:
         focal: float = DEFAULT_FOCAL,
         principal: tuple[float, float] = DEFAULT_PRINCIPAL,
         bbox_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
         dtype: torch.dtype = torch.float32,
         check_images: bool = True,
     ):
@@ -173,6 +178,7 @@ class Core50Dataset:
         self.clip_length, self.stride = clip_length, stride
         self.K = torch.tensor([[focal, 0.0, principal[0]], [0.0, focal, principal[1]], [0.0, 0.0, 1.0]], dtype=dtype)
         self.dtype = dtype
+        self.cache_dir = cache_dir
         self.check_images = check_images
         self.messages: list[str] = []
         self.skipped_clips: list[str] = []
@@ -220,11 +226,15 @@ class Core50Dataset:
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
         for spec in self.clips:
+            name = f"{spec.sequence}/{spec.frames[0]:03d}"
             try:
-                yield self.load_clip(spec)
-            except HodataError as exc:
-                self.skipped_clips.append(f"{spec.sequence}/{spec.frames[0]:03d}")
-                self.messages.append(str(exc))
+                clip = self.load_clip(spec)
+            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
+                self.skipped_clips.append(name)
+                self.messages.append(str(exc) if isinstance(exc, HodataError) else
+                                     f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
+                continue
+            yield clip
 
     def __getitem__(self, index: int) -> Clip:
         return self.load_clip(self.clips[index])

@@ -34,7 +34,8 @@ from hodata.errors import HodataError
 from hodata.types import Clip
 
 from . import epic_files as ef
-from .base import clip_windows, register_dataset
+from .base import clip_windows
+from .registry import register_dataset
 from .epic_detections import FrameDetections, load_video_detections
 
 DEFAULT_IMAGE_SIZE = (360, 640)    # (H, W)
@@ -82,6 +83,8 @@ class EpicKitchensDataset:
     """
 
     dataset_name = "epic"
+    # category meshes from the catalog: the object scale is optimised with the category prior
+    optimise_object_scale = True
 
     def __init__(
         self,
@@ -101,6 +104,7 @@ class EpicKitchensDataset:
         image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
         focal: float = DEFAULT_FOCAL,
         clips: str | Path | None = None,
+        cache_dir: str | Path | None = None,
         dtype: torch.dtype = torch.float32,
     ):
         self.root = Path(root)
@@ -122,6 +126,7 @@ class EpicKitchensDataset:
         self.K = torch.tensor([[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]],
                               dtype=dtype)
         self.dtype = dtype
+        self.cache_dir = cache_dir
         from hodata.objects import lookup_category
 
         self.category = lookup_category(category)
@@ -234,11 +239,15 @@ class EpicKitchensDataset:
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
         for cand, window in self.clips:
+            name = f"{cand.narration_id}/{window[0]}"
             try:
-                yield self.load_clip(cand, window)
-            except HodataError as exc:
-                self.skipped_clips.append(f"{cand.narration_id}/{window[0]}")
-                self.messages.append(str(exc))
+                clip = self.load_clip(cand, window)
+            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
+                self.skipped_clips.append(name)
+                self.messages.append(str(exc) if isinstance(exc, HodataError) else
+                                     f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
+                continue
+            yield clip
 
     def frame_path(self, video_id: str, number: int) -> Path:
         height, width = self.image_size

@@ -46,7 +46,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from hodata.datasets.base import clip_windows, find_image, read_rgb, register_dataset
+from hodata.datasets.base import clip_windows, find_image, read_rgb
+from hodata.datasets.registry import register_dataset
 from hodata.device import resolve_device
 from hodata.errors import HodataError
 from hodata.fileio import sha256_file

@@ -10,6 +10,7 @@ import torch
 from hodata.device import resolve_device, to_device
 from hodata.errors import HodataError
 from hodata.geometry.camera import project
+from hodata.evidence.types import ClipEvidence
 from hodata.types import Clip, FitResult, HandInit
 
 from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, object_evidence, object_ious, object_state
@@ -58,8 +59,8 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
 
 def fit_clip(
     clip: Clip,
+    clip_evidence: ClipEvidence,
     object_model,
-    hand_inits: list[HandInit],
     hand_layers: dict,
     config: FitConfig | None = None,
     init_config: ObjectInitConfig | None = None,
@@ -70,11 +71,14 @@ def fit_clip(
 ) -> dict[str, FitResult]:
     """Fit hands and the object of one clip (paper Sec. 3.2-3.3).
 
-    object_model: an ObjectModel (hodata.objects) with canonical `vertices`, `faces`, `sdf`
-    and category `dimensions`; hand_inits: one HandInit per hand (hodata.evidence); hand_layers:
-    side -> hand layer (hodata.handmodel.load). methods: any of "independent" (composition of
-    separate fits, the paper's baseline) and "joint". The object initialisation is computed
-    once and shared. Returns method -> FitResult.
+    clip: what the clip is (id, frame ids) and its camera (K, image size) — its ground
+    truth, if any, is never read; clip_evidence: the clip's ClipEvidence (object boxes and masks,
+    one HandInit per hand; hodata.evidence providers); object_model: an ObjectModel
+    (hodata.objects) with canonical `vertices`, `faces`, `sdf` and category `dimensions`;
+    hand_layers: side -> fitting hand layer of the active hand model (hodata.handmodel.load,
+    PCA). methods: any of "independent" (composition of separate fits, the paper's baseline)
+    and "joint". The object initialisation is computed once and shared. Returns method ->
+    FitResult, recording the evidence's provenance.
     """
     config = config or FitConfig()
     init_config = init_config or ObjectInitConfig()
@@ -82,15 +86,24 @@ def fit_clip(
     for m in methods:
         if m not in METHODS:
             raise HodataError(f"unknown fitting method {m!r}; choose from {', '.join(METHODS)}")
-    if clip.object_masks is None or clip.object_boxes is None:
-        raise HodataError(f"clip {clip.clip_id} has no object masks/boxes; fitting needs 2D object evidence")
-    if not (clip.object_masks > 0).flatten(1).any(1).all():
-        empty = [clip.frame_ids[i] for i in torch.nonzero(~(clip.object_masks > 0).flatten(1).any(1)).flatten().tolist()]
+    if len(clip_evidence) != len(clip):
+        raise HodataError(f"clip {clip.clip_id}: evidence of {len(clip_evidence)} frames for {len(clip)} frames")
+    if clip_evidence.object_masks is None:
+        raise HodataError(f"clip {clip.clip_id} has no object masks; fitting needs 2D object evidence "
+                          f"(provider: {clip_evidence.provenance.get('object_boxes', 'unknown')})")
+    missing = ~clip_evidence.object_valid.bool()
+    if bool(missing.any()):
+        frames = [clip.frame_ids[i] for i in torch.nonzero(missing).flatten().tolist()]
+        raise HodataError(f"clip {clip.clip_id}: no object box in frame(s) {', '.join(frames)}")
+    if not (clip_evidence.object_masks > 0).flatten(1).any(1).all():
+        empty = [clip.frame_ids[i] for i in
+                 torch.nonzero(~(clip_evidence.object_masks > 0).flatten(1).any(1)).flatten().tolist()]
         raise HodataError(f"clip {clip.clip_id}: object mask empty in frame(s) {', '.join(empty)}")
+    hand_inits = clip_evidence.hand_inits
 
     K = clip.K.to(device=device, dtype=dtype)
-    masks = clip.object_masks.to(device=device, dtype=dtype)
-    boxes = clip.object_boxes.to(device=device, dtype=dtype)
+    masks = clip_evidence.object_masks.to(device=device, dtype=dtype)
+    boxes = clip_evidence.object_boxes.to(device=device, dtype=dtype)
     vertices = object_model.vertices.to(device=device, dtype=dtype)
     faces = object_model.faces.to(device)
     sdf = object_model.sdf.to(device, dtype)
@@ -125,4 +138,5 @@ def fit_clip(
         timings[f"{method}_s"] = time.perf_counter() - start
         results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,
                                            [timings["object_init_s"], timings[f"{method}_s"]])
+        results[method].evidence = dict(clip_evidence.provenance)
     return results

@@ -405,6 +405,7 @@ def _fit_result(output_dir: Path, clip_id: str, samples: list[dict[str, Any]]) -
         loss_history={k: [nan if v is None else v for v in vs] for k, vs in first.get("loss_history", {}).items()},
         flags=dict(first["flags"]),
         hand_init=first["hand_init"],
+        evidence=dict(first.get("evidence") or {}),
     )
 
 

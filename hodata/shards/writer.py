@@ -369,6 +369,7 @@ def encode_clip(
             "clip_id": fit.clip_id,
             "method": fit.method,
             "hand_init": fit.hand_init,
+            "evidence": dict(fit.evidence),
             "camera": {"K": K.astype(np.float64).tolist(), "image_size": [H, W]},
             "hand_sides": sides,
             "hand_model": hand_model[0] if len(hand_model) == 1 else hand_model,

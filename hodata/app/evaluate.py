@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import inspect
 import json
 import math
 import os
@@ -193,13 +192,9 @@ def open_dataset(name: str, root: str | os.PathLike, **adapter_kwargs: Any):
     """The adapter registered as `name` on `root`, given only the options its constructor
     takes (adapters differ: HO-3D has splits, Core50 sessions, ...). Options set to None are
     left at the adapter's defaults."""
-    from hodata.datasets.base import get_adapter
+    from hodata.datasets import open_dataset as open_registered
 
-    adapter = get_adapter(name)
-    params = inspect.signature(adapter).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in adapter_kwargs.items() if v is not None and (takes_any or k in params)}
-    return adapter(root, **kwargs)
+    return open_registered(name, root, **adapter_kwargs)
 
 
 def _clip_spec_type(dataset) -> type:

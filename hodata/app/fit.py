@@ -1,13 +1,16 @@
 """Fitting a whole dataset into shard outputs, with resume and per-clip error isolation.
 
 `hodata fit` and `hodata demo` call `fit_dataset`; commands only parse options and show
-progress. One shard folder per method (`OUT/joint/`, `OUT/independent/`), one shard flushed
-per clip, so an interrupted run loses at most the clip in progress.
+progress. Per clip: the evidence provider turns the clip into ClipEvidence (boxes, masks,
+one HandInit per hand), the hand layers come from the evidence's hand sides and the active
+hand model, `hodata.fitting.fit_clip` fits, and the labels are written. One shard folder per
+method (`OUT/joint/`, `OUT/independent/`), one shard flushed per clip, so an interrupted run
+loses at most the clip in progress.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -15,11 +18,9 @@ import numpy as np
 import torch
 
 from hodata.errors import HodataError
+from hodata.evidence.types import ClipEvidence
+from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
 from hodata.types import Clip, FitResult
-
-from .joint import FitConfig
-from .object_init import ObjectInitConfig
-from .pipeline import fit_clip
 
 
 @dataclass
@@ -59,21 +60,22 @@ def clip_images(clip: Clip) -> np.ndarray:
     return np.stack([read_rgb(p) for p in clip.image_paths])
 
 
-def clip_masks(clip: Clip) -> Optional[np.ndarray]:
-    """Label masks (T, H, W) uint8 for the shards: 1 object, 2 hand, 0 background."""
-    if clip.object_masks is None:
+def evidence_masks(evidence: ClipEvidence) -> Optional[np.ndarray]:
+    """Label masks (T, H, W) uint8 of the evidence the fit used, for the shards: 1 object,
+    2 hand, 0 background."""
+    if evidence.object_masks is None:
         return None
-    labels = (clip.object_masks > 0).to(torch.uint8)
-    if clip.hand_masks is not None:
-        labels = torch.where(clip.hand_masks.bool(), torch.full_like(labels, 2), labels)
+    labels = (evidence.object_masks > 0).to(torch.uint8)
+    if evidence.hand_masks is not None:
+        labels = torch.where(evidence.hand_masks.bool(), torch.full_like(labels, 2), labels)
     return labels.cpu().numpy()
 
 
 def fit_dataset(
     clips: Iterable[Clip],
     object_model_for: Callable[[Clip], object],
-    hand_init_provider: Callable[[Clip], list],
-    hand_layers_for: Callable[[Clip], dict],
+    evidence_for: Callable[[Clip], ClipEvidence],
+    hand_layers_for: Callable[[list[str]], dict],
     output: Path,
     methods: tuple[str, ...] = ("joint",),
     config: FitConfig | None = None,
@@ -87,6 +89,11 @@ def fit_dataset(
     source: dict | None = None,
 ) -> RunSummary:
     """Fit every clip and write its labels; bad clips are skipped, counted and explained.
+
+    object_model_for(clip) -> ObjectModel; evidence_for(clip) -> ClipEvidence with a HandInit
+    per hand (an evidence provider, hodata.app.providers); hand_layers_for(sides) -> side ->
+    fitting hand layer of the active hand model. Fitting sees only the evidence, the model
+    and the layers, never the clip's ground truth.
 
     on_clip(clip_id, status) is called after each clip ("fitted", "resumed", "failed");
     source (dataset name, root, split) is recorded in the manifests so `hodata eval` can find
@@ -124,12 +131,12 @@ def fit_dataset(
             problems = []
             try:
                 model = object_model_for(clip)
-                inits = hand_init_provider(clip)
-                layers = hand_layers_for(clip)
-                fits = fit_clip(clip, model, inits, layers, config, init_config, methods=missing, device=device,
+                evidence = evidence_for(clip)
+                layers = hand_layers_for(evidence.sides)
+                fits = fit_clip(clip, evidence, model, layers, config, init_config, methods=missing, device=device,
                                 seed=seed)
                 images = clip_images(clip) if save_frames else None
-                masks = clip_masks(clip) if save_frames else None
+                masks = evidence_masks(evidence) if save_frames else None
             except Exception as exc:  # noqa: BLE001 - one bad clip never stops a run
                 problems.append(_clip_error(exc))
                 fits = {}
@@ -175,3 +182,53 @@ def _close_all(writers, raise_first: bool = True) -> None:
             first = first or exc
     if first is not None and raise_first:
         raise first
+
+
+def build_configs(steps1: int, steps2: int, roi_size: int, hypotheses: int, disabled: tuple[str, ...]):
+    """(FitConfig, ObjectInitConfig) from the options commands expose."""
+    config = FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=roi_size, disabled=disabled)
+    return config, ObjectInitConfig(n_hypotheses=hypotheses)
+
+
+def run_fit(
+    dataset,
+    provider,
+    output: Path,
+    methods: tuple[str, ...],
+    config: FitConfig,
+    init_config: ObjectInitConfig,
+    device: str = "auto",
+    overwrite: bool = False,
+    save_frames: bool = True,
+    seed: int = 0,
+    max_clips: Optional[int] = None,
+    on_clip: Callable[[str, str], None] | None = None,
+    keep_results: bool = False,
+) -> RunSummary:
+    """Fit a dataset adapter's clips (at most `max_clips`) with an EvidenceProvider
+    (hodata.app.providers) into `output`. The manifest records the dataset, its root and
+    split, and the evidence and hand-init providers."""
+    import itertools
+
+    from hodata.objects import ensure_object_model
+
+    total = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    clips = itertools.islice(iter(dataset), total)
+    models: dict[str, object] = {}
+
+    def object_model_for(clip: Clip):
+        if hasattr(dataset, "model_for_clip"):
+            return dataset.model_for_clip(clip)
+        # category meshes from the catalog (Core50, Epic-Kitchens): prepared once, then cached
+        if clip.object_model_id not in models:
+            models[clip.object_model_id] = ensure_object_model(clip.object_model_id,
+                                                               getattr(dataset, "cache_dir", None))
+        return models[clip.object_model_id]
+
+    if getattr(dataset, "optimise_object_scale", False):
+        config = replace(config, optimise_object_scale=True)
+    source = {"dataset": getattr(dataset, "dataset_name", ""), "root": str(Path(dataset.root).resolve()),
+              "split": getattr(dataset, "split", None), **provider.describe()}
+    return fit_dataset(clips, object_model_for, provider, provider.layers, output, methods=methods, config=config,
+                       init_config=init_config, device=device, overwrite=overwrite, save_frames=save_frames,
+                       seed=seed, on_clip=on_clip, keep_results=keep_results, source=source)

@@ -1,0 +1,91 @@
+"""What the commands show a person: progress bars, the Table-1 layout, run summaries.
+
+Shared by the commands (which never import each other) and kept apart from the work they
+report on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from hodata.errors import HodataError
+
+console = Console()
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
+# Table 1 of the paper: (group, short name, unit, metric key, format). Kept narrow so the
+# table fits 80 columns; the caption spells the names out.
+TABLE_COLUMNS = (
+    ("Hand", "vert", "cm", "hand_vertex_cm", "{:.2f}"),
+    ("", "mepe", "al.cm", "hand_joint_st_cm", "{:.2f}"),
+    ("", "PA v", "cm", "hand_vertex_pa_cm", "{:.2f}"),
+    ("", "F@5", "mm", "hand_fscore_5mm", "{:.3f}"),
+    ("", "F@15", "mm", "hand_fscore_15mm", "{:.3f}"),
+    ("Object", "vert", "cm", "object_vertex_cm", "{:.2f}"),
+    ("", "ADD-S", "cm", "object_adds_cm", "{:.2f}"),
+    ("Inter.", "pen.", "mm", "penetration_mm", "{:.2f}"),
+    ("", "cont.", "%", "contact_pct", "{:.1f}"),
+)
+TABLE_CAPTION = (
+    "Hand: vertex mean distance, mean joint error after scale-translation alignment (mepe aligned), "
+    "Procrustes-aligned vertex error, F-scores at 5 / 15 mm; Object: vertex mean distance, ADD-S; "
+    "Interaction: penetration depth, contact %. — = no ground truth."
+)
+ABSENT = "—"
+
+
+def format_metric(value: Any, fmt: str) -> str:
+    """A table cell: the formatted number, or an em dash for an absent metric."""
+    return ABSENT if value is None else fmt.format(value)
+
+
+def metrics_table(methods: dict[str, dict[str, Any]], title: str = ""):
+    """A rich Table laid out like the paper's Table 1: one row per method, column groups
+    Hand / Object / Interaction."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title or None, caption=TABLE_CAPTION, box=box.SIMPLE_HEAD, padding=(0, 0),
+                  pad_edge=False)
+    table.add_column("\n\nMethod", justify="left", no_wrap=True)
+    for group, name, unit, _, _ in TABLE_COLUMNS:
+        table.add_column(f"[bold]{group}[/bold]\n{name}\n{unit}", justify="right", no_wrap=True)
+    table.add_column("\n\nframes", justify="right", no_wrap=True)
+    for method, values in methods.items():
+        cells = [format_metric(values.get(key), fmt) for *_, key, fmt in TABLE_COLUMNS]
+        table.add_row(method, *cells, str(values.get("frames", 0)))
+    return table
+
+
+
+def report_summary(summary, dataset, output: Path) -> None:
+    """What a fit run did: counts, then one line per failed clip and per dataset message."""
+    unreadable = len(getattr(dataset, "skipped_clips", []))
+    for note in getattr(summary, "notes", []):
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"fitted {len(summary.fitted)} clip(s), resumed {len(summary.resumed)}, "
+                  f"failed {len(summary.failed)}, unreadable {unreadable} -> {output}")
+    for clip_id, message in summary.failed.items():
+        console.print(f"[yellow]skipped {clip_id}[/]: {message}")
+    for message in getattr(dataset, "messages", []):
+        console.print(f"[yellow]{message}[/]")
+    skipped_frames = getattr(dataset, "skipped_frames", [])
+    if skipped_frames:
+        console.print(f"{len(skipped_frames)} frame(s) without an object pose were skipped")
+
+
+def write_png(path: Path, image: Any) -> None:
+    """An RGB uint8 image (H, W, 3) as PNG; HodataError naming the path when it cannot be written."""
+    import cv2
+
+    if not cv2.imwrite(str(path), image[:, :, ::-1]):
+        raise HodataError(f"{path}: cannot write the PNG; check that the output folder is writable")
