@@ -8,16 +8,16 @@ upper percentile, because bones seen end-on are foreshortened); without them, 0.
 palm width (index MCP to little MCP). Alternative (`mesh_hand_mask`): the silhouette of the
 keypoint initialisation's hand mesh; on synthetic renders it scores higher (bench_evidence:
 hand IoU 0.93 vs 0.77 at 2 px keypoint noise) but those hands are the same open-hand model
-the initialisation fits, so the gain there is an upper bound. (A GrabCut refinement of the hand mask seeded by the
-skeleton's core was tried and dropped: the core includes the fingers behind the object, so
-GrabCut learned the object's colours as hand; hand IoU fell from 0.5-0.7 to 0.1-0.5 on
-synthetic renders.)
+the initialisation fits, so the gain there is an upper bound. (A GrabCut refinement of the
+hand mask seeded by the skeleton's core was tried and dropped: the core includes the fingers
+behind the object, so GrabCut learned the object's colours as hand; hand IoU fell from
+0.5-0.7 to 0.1-0.5 on synthetic renders.)
 
 Object mask (`grabcut_object_mask`): OpenCV GrabCut in a crop around the (tracked) object
 box, the box's outside as background, its inside as probable foreground, the hand's pixels as
 probable background (keypoints give the whole hand, also where it is behind the object, so
-colour decides which is in front), on a crop resized so its longer side
-is at most `work_size` pixels (GrabCut costs ~0.5 s per 640x480 frame at full size); the
+colour decides which is in front), on a crop resized so its longer side is at most
+`work_size` pixels (GrabCut costs ~0.5 s per 640x480 frame at full size); the
 largest connected component is kept (and a guard against GrabCut giving the object up under
 a large hand: see `grabcut_object_mask`). `object_target` encodes the silhouette target of the
 fitting loss: 1 object, -1 hand (occluder, ignored), 0 elsewhere (REFERENCE.md §2); the
