@@ -70,14 +70,18 @@ def simulated_detections(clip, seed: int = 0, miss: float = 0.3, wrong_side: flo
     return out
 
 
-def test_detected_provider_without_ground_truth(clip):
+@pytest.mark.parametrize("hand_mask", ["skeleton", "mesh"])
+def test_detected_provider_without_ground_truth(clip, hand_mask):
     detections = simulated_detections(clip)
     hints = clip.object_boxes.clone()
     hints[::5] = float("nan")   # the object box source misses every fifth frame too
     # Nothing of the clip's ground truth goes in: frames, K, sides, hints and detections only.
     result = detect_clip_evidence(clip.image_paths, clip.K, ["right"], object_boxes=hints,
-                                  hand_detections=detections, hand_provider="simulated", min_frames=20)
+                                  hand_detections=detections, hand_provider="simulated", min_frames=20,
+                                  hand_mask=hand_mask)
     ev = result.evidence
+    assert ev.provenance["hand_masks"] == {"skeleton": "keypoint-skeleton", "mesh": "init-mesh"}[hand_mask]
+    assert float(mask_iou(ev.hand_masks, clip.hand_masks).mean()) >= 0.5
     assert ev.provenance["hand_init"] == "keypoints:simulated" and ev.provenance["object_masks"] == "grabcut"
     assert result.windows == [(0, FRAMES)]
     obj_iou = mask_iou(ev.object_masks == 1, clip.object_masks == 1)

@@ -62,6 +62,7 @@ def detect_clip_evidence(
     max_gap: int = 10,
     min_frames: int = 20,
     hand_provider: str = mediapipe_hands.PROVIDER,
+    hand_mask: str = "skeleton",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     **detector_options,
@@ -71,11 +72,15 @@ def detect_clip_evidence(
     images: T RGB uint8 arrays or image paths; K (3, 3); sides: the clip's known hand sides
     (None: unknown, taken from the detections); object_boxes: (T, 4) hints, NaN rows where
     none; hand_detections: per frame detections instead of running MediaPipe (then
-    `hand_provider` names where they came from); layer_for: side -> PCA fitting layer.
+    `hand_provider` names where they came from); layer_for: side -> PCA fitting layer;
+    hand_mask: "skeleton" (keypoint skeleton, the default: independent of the hand model) or
+    "mesh" (silhouette of the initial hand, where an init exists; see masks module docstring).
     """
     frames = len(images)
     if frames == 0:
         raise HodataError("no frames to detect evidence in")
+    if hand_mask not in ("skeleton", "mesh"):
+        raise HodataError(f"hand_mask must be 'skeleton' or 'mesh', got {hand_mask!r}")
     if object_boxes is None:
         raise HodataError("detected evidence needs object box hints (hodata has no offline object detector): "
                           "use the dataset's published boxes or --evidence files:DIR")
@@ -108,6 +113,8 @@ def detect_clip_evidence(
     K64 = K.detach().cpu().double()
     hands: list[HandEvidence] = []
     per_frame_keypoints: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(frames)]
+    occluders = torch.zeros((frames,) + tuple(image_size), dtype=torch.bool)
+    mask_sources: set[str] = set()
     for side, track in result.hands.items():
         kp2d = torch.full((frames, 21, 2), float("nan"), dtype=torch.float64)
         kp3d = torch.full((frames, 21, 3), float("nan"), dtype=torch.float64)
@@ -122,19 +129,26 @@ def detect_clip_evidence(
         if bool(kp_valid.all()):
             layer = layer_for(side)
             init, _ = keypoint_init.keypoint_hand_init(layer, kp2d, kp3d, K64, provider=f"keypoints:{hand_provider}")
-        for t in range(frames):
-            if kp_valid[t]:
-                per_frame_keypoints[t].append((kp2d[t].numpy(), kp3d[t].numpy()))
+        if hand_mask == "mesh" and init is not None:
+            with torch.no_grad():
+                verts = layer(global_orient=init.global_orient, hand_pose=init.hand_pose, transl=init.transl).vertices
+            occluders |= masks.mesh_hand_mask(verts, layer.faces, K64, image_size)
+            mask_sources.add("init-mesh")
+        else:
+            mask_sources.add("keypoint-skeleton")
+            for t in range(frames):
+                if kp_valid[t]:
+                    per_frame_keypoints[t].append((kp2d[t].numpy(), kp3d[t].numpy()))
         hands.append(HandEvidence(side=side, boxes=track.boxes, scores=track.scores, valid=track.covered,
                                   observed=track.observed, keypoints_2d=kp2d, keypoints_3d=kp3d,
                                   keypoints_valid=kp_valid, init=init))
-    target, hand_mask = masks.clip_masks(rgb, result.object.boxes, per_frame_keypoints)
+    target, visible_hands = masks.clip_masks(rgb, result.object.boxes, per_frame_keypoints, occluders)
     provenance = {
         "object_boxes": "hints+motpy", "hand_boxes": f"{hand_provider}+motpy", "hand_keypoints": hand_provider,
-        "object_masks": masks.PROVIDER, "hand_masks": "keypoint-skeleton",
+        "object_masks": masks.PROVIDER, "hand_masks": "+".join(sorted(mask_sources)) or "none",
     }
     if hands and all(h.init is not None for h in hands):
         provenance["hand_init"] = f"keypoints:{hand_provider}"
     evidence = ClipEvidence(image_size=tuple(image_size), object_boxes=result.object.boxes, object_valid=result.object.covered,
-                            hands=hands, object_masks=target, hand_masks=hand_mask, provenance=provenance)
+                            hands=hands, object_masks=target, hand_masks=visible_hands, provenance=provenance)
     return DetectedEvidence(evidence.to(device, dtype), tracking.select_windows(result, min_frames), result, hand_detections)

@@ -5,16 +5,19 @@ width) plus the filled palm polygon (wrist, thumb CMC, the four MCPs). The finge
 pixels is `finger_width` metres times the hand's pixels per metre, estimated from the
 keypoints: with metric keypoints, the 80th percentile over bones of 2D / 3D bone length (an
 upper percentile, because bones seen end-on are foreshortened); without them, 0.3 x the 2D
-palm width (index MCP to little MCP). (A GrabCut refinement of the hand mask seeded by the
-skeleton's core was tried and dropped: the core includes the fingers behind the object, so
-GrabCut learned the object's colours as hand; hand IoU fell from 0.5-0.7 to 0.1-0.5 on
-synthetic renders.)
+palm width (index MCP to little MCP). Alternative (`mesh_hand_mask`): the silhouette of the
+keypoint initialisation's hand mesh; on synthetic renders it scores higher (bench_evidence:
+hand IoU 0.93 vs 0.77 at 2 px keypoint noise) but those hands are the same open-hand model
+the initialisation fits, so the gain there is an upper bound. (A GrabCut refinement of the
+hand mask seeded by the skeleton's core was tried and dropped: the core includes the fingers
+behind the object, so GrabCut learned the object's colours as hand; hand IoU fell from
+0.5-0.7 to 0.1-0.5 on synthetic renders.)
 
 Object mask (`grabcut_object_mask`): OpenCV GrabCut in a crop around the (tracked) object
 box, the box's outside as background, its inside as probable foreground, the hand's pixels as
 probable background (keypoints give the whole hand, also where it is behind the object, so
-colour decides which is in front), on a crop resized so its longer side
-is at most `work_size` pixels (GrabCut costs ~0.5 s per 640x480 frame at full size); the
+colour decides which is in front), on a crop resized so its longer side is at most
+`work_size` pixels (GrabCut costs ~0.5 s per 640x480 frame at full size); the
 largest connected component is kept (and a guard against GrabCut giving the object up under
 a large hand: see `grabcut_object_mask`). `object_target` encodes the silhouette target of the
 fitting loss: 1 object, -1 hand (occluder, ignored), 0 elsewhere (REFERENCE.md §2); the
@@ -208,21 +211,27 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def clip_masks(images: list[np.ndarray], object_boxes: torch.Tensor,
-               hand_keypoints: list[list[tuple[np.ndarray, Optional[np.ndarray]]]], **grabcut) -> tuple[torch.Tensor, torch.Tensor]:
+               hand_keypoints: Optional[list[list[tuple[np.ndarray, Optional[np.ndarray]]]]] = None,
+               hand_occluders: Optional[torch.Tensor] = None, **grabcut) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks of a clip: (object_target (T, H, W) float in {-1, 0, 1}, hand_masks (T, H, W) bool).
 
-    images: T RGB uint8 frames; object_boxes (T, 4) (NaN rows: no object); hand_keypoints: per
-    frame, one (keypoints_2d (21, 2), keypoints_3d (21, 3) or None) per hand (NaN keypoints:
-    that hand is not drawn in that frame).
+    images: T RGB uint8 frames; object_boxes (T, 4) (NaN rows: no object); the hands either as
+    hand_keypoints (per frame, one (keypoints_2d (21, 2), keypoints_3d (21, 3) or None) per
+    hand, drawn as skeletons; NaN keypoints: not drawn) or as hand_occluders (T, H, W) bool
+    (e.g. `mesh_hand_mask` of the initial hands). The visible hand mask is the occluder minus
+    the object pixels GrabCut put in front of it.
     """
-    if len(images) != object_boxes.shape[0] or len(hand_keypoints) != len(images):
-        raise HodataError(f"{len(images)} images, {object_boxes.shape[0]} object boxes, {len(hand_keypoints)} keypoint frames")
+    frames = len(images)
+    if object_boxes.shape[0] != frames or (hand_keypoints is not None and len(hand_keypoints) != frames) \
+            or (hand_occluders is not None and hand_occluders.shape[0] != frames):
+        raise HodataError(f"{frames} images, {object_boxes.shape[0]} object boxes and hand inputs of other lengths")
     objects, hands = [], []
     boxes = object_boxes.detach().cpu().numpy()
-    for image, box, frame_hands in zip(images, boxes, hand_keypoints):
+    occluders = None if hand_occluders is None else hand_occluders.detach().cpu().numpy().astype(bool)
+    for t, (image, box) in enumerate(zip(images, boxes)):
         size = image.shape[:2]
-        hand = np.zeros(size, dtype=bool)
-        for kp2d, kp3d in frame_hands:
+        hand = np.zeros(size, dtype=bool) if occluders is None else occluders[t].copy()
+        for kp2d, kp3d in (hand_keypoints[t] if hand_keypoints is not None else ()):
             hand |= skeleton_hand_mask(kp2d, size, kp3d)
         obj = grabcut_object_mask(image, box, hand, **grabcut)
         objects.append(obj)
