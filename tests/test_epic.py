@@ -137,3 +137,62 @@ def test_real_annotations_select_cup_actions():
     cups = [a for a in read_actions(SHARED / "EPIC_100_validation.csv")
             if a.noun_class in noun_classes_for_category("cup", classes)]
     assert len(cups) > 50 and all(a.noun_class == 13 for a in cups)
+
+
+def _real_frame_epic_root(shared_data: Path, root: Path, n_frames: int = 8) -> Path:
+    """An Epic-Kitchens root whose video shows the real Core50 frame (a right hand holding a
+    ball) enlarged into 640x360 frames, with detections placed where the hand and ball are."""
+    real = cv2.imread(str(shared_data / "core50" / "real" / "C_05_33_179.png"))
+    scale, top = 640 / 350, 100   # the frame enlarged to 640 wide, rows 100-459 kept: 640 x 360
+    canvas = cv2.resize(real, (640, 640), interpolation=cv2.INTER_CUBIC)[top:top + 360]
+    folder = root / "P01" / "rgb_frames" / "P01_11"
+    folder.mkdir(parents=True)
+
+    def normalised(x0, y0, x1, y1):  # Core50 pixels -> this frame, normalised as the detections are
+        return (x0 * scale / 640, (y0 * scale - top) / 360, x1 * scale / 640, (y1 * scale - top) / 360)
+
+    ball = normalised(115, 81, 242, 208)      # the bbox file's box of this frame
+    hand = normalised(150, 150, 250, 215)
+    detections = []
+    for n in range(1, n_frames + 1):
+        cv2.imwrite(str(folder / f"frame_{n:010d}.jpg"), canvas)
+        detections.append(FrameDetections("P01_11", n, [HandDetection(hand, 0.9, "portable_object", "right")],
+                                          [ObjectDetection(ball, 0.9)]))
+    (root / "hand-objects" / "P01").mkdir(parents=True)
+    write_video_detections(root / "hand-objects" / "P01" / "P01_11.pkl", detections)
+    line = "P01_11_0,P01,P01_11,00:00:00.0,00:00:00.0,00:00:01.0,3,6,take cup,take,0,cup,13,['cup'],[13]"
+    (root / "EPIC_100_validation.csv").write_text(HEADER + line + "\n")
+    (root / "EPIC_100_noun_classes.csv").write_text(NOUNS)
+    return root
+
+
+def test_select_clips_then_fit_exactly_those_clips(shared_data, tmp_path):
+    """`hodata select-clips epic` writes the selection; `hodata fit epic --clips` fits exactly its
+    clips with detected evidence (MediaPipe on the real hand, GrabCut in the tracked box)."""
+    pytest.importorskip("mediapipe", reason="MediaPipe is installed by `make setup` (the [hands] extra)")
+    import json
+
+    from typer.testing import CliRunner
+
+    from hodata.cli import app
+    from hodata.shards import load
+
+    runner = CliRunner()
+    root = _real_frame_epic_root(shared_data, tmp_path / "epic")
+    selection = tmp_path / "clips.json"
+    result = runner.invoke(app, ["select-clips", "epic", "--root", str(root), "--category", "cup", "--output",
+                                 str(selection), "--pad", "0", "--min-tracked", "3", "--clip-length", "4"])
+    assert result.exit_code == 0, result.output
+    assert "1 candidate action(s), 1 kept, 1 clip(s)" in result.output
+    chosen = json.loads(selection.read_text())["candidates"][0]
+    assert chosen["kept"] and chosen["windows"] == [[3, 4, 5, 6]]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["fit", "epic", "--root", str(root), "--category", "cup", "--clips", str(selection),
+                                 "--clip-length", "4", "--output", str(out), "--steps1", "15", "--steps2", "5",
+                                 "--hypotheses", "4", "--roi-size", "64", "--mesh-cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    samples = list(load(out / "joint"))
+    metas = [s["meta"] if "meta" in s else json.loads(s["json"]) for s in samples]
+    assert [m["frame"] for m in metas] == [f"{n:010d}" for n in (3, 4, 5, 6)]
+    assert {m["sequence"] for m in metas} == {"P01_11-P01_11_0"} and metas[0]["dataset"] == "epic"
+    assert metas[0]["objects"][0]["category"] == "cup" and metas[0]["evidence"]["hand_keypoints"] == "mediapipe"

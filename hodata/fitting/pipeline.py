@@ -120,7 +120,7 @@ def fit_clip(
     dims = getattr(object_model, "dimensions", None)
     reference_size = float(torch.as_tensor(dims).norm()) if dims is not None and config.optimise_object_scale else None
     evidence = object_evidence(vertices, faces, sdf, K, boxes, masks, config, reference_size,
-                               object_model.model_id, getattr(object_model, "category", None))
+                               object_model.model_id, clip.category or getattr(object_model, "category", None))
     hand_evidence = []
     for h in hand_inits:
         moved = HandInit(**{k: to_device(v, device, dtype) for k, v in vars(h).items()})
