@@ -52,6 +52,10 @@ INFO_KEY = "_info"
 # Datasets whose every frame shows hand-object contact (paper Table 2, Core50), which gives
 # the ground truth of contact accuracy.
 ALWAYS_IN_CONTACT = frozenset({"core50"})
+# Datasets without 3D annotations: only the interaction metrics of the fits themselves
+# (penetration, contact %) and contact accuracy against labels (Core50: every frame is in
+# contact, or the per-frame labels of a --contact-labels file).
+WITHOUT_GROUND_TRUTH = frozenset({"core50", "epic"})
 # Number of names listed in an error before "and N more".
 MAX_LISTED = 5
 HO3D_NUM_VERTICES = 778
@@ -288,8 +292,10 @@ def evaluate_fit_against_clip(
     clip: Clip,
     models: ObjectModelCache,
     contact_tolerance: float = 0.0,
+    gt_contact: Optional[torch.Tensor] = None,
 ) -> dict[str, Any]:
-    """Metrics of one fit (tensors on the clip's device) against its ground-truth clip."""
+    """Metrics of one fit (tensors on the clip's device) against its ground-truth clip.
+    gt_contact: (T,) bool contact labels (default: all True for ALWAYS_IN_CONTACT datasets)."""
     objects = []
     sdfs = {}
     for obj in fit.objects:
@@ -305,8 +311,7 @@ def evaluate_fit_against_clip(
     def object_sdf(points: torch.Tensor, obj: ObjectState) -> torch.Tensor:
         return sdfs[obj.model_id](points, obj)
 
-    gt_contact = None
-    if clip.dataset in ALWAYS_IN_CONTACT:
+    if gt_contact is None and clip.dataset in ALWAYS_IN_CONTACT:
         gt_contact = torch.ones(len(clip), dtype=torch.bool, device=clip.K.device)
     try:
         return evaluate_fit(fit, clip, object_sdf=object_sdf if objects else None, gt_contact=gt_contact,
@@ -352,6 +357,11 @@ def evaluate_results(
     """
     from hodata.device import resolve_device
 
+    if dataset_name in WITHOUT_GROUND_TRUTH:
+        return evaluate_without_ground_truth(results_dir, dataset_name, methods=methods, output_dir=output_dir,
+                                             write=write, device=device, dtype=dtype, cache_dir=cache_dir,
+                                             contact_tolerance=contact_tolerance, progress=progress,
+                                             skip_corrupt=skip_corrupt, contact_labels=adapter_kwargs.get("contact_labels"))
     results_dir = Path(results_dir)
     method_dirs = find_method_dirs(results_dir)
     if methods:
@@ -444,6 +454,106 @@ def evaluate_results(
         method_dirs={m: method_dirs[m] for m in fitted},
         hand_models=hand_models,
         messages=list(dict.fromkeys(getattr(dataset, "messages", []))) + not_evaluated,
+        not_evaluated=not_evaluated,
+    )
+    if write:
+        write_report(report, output_dir if output_dir is not None else results_dir)
+    return report
+
+
+def _fit_frames(fit: FitResult, index: list[int]) -> FitResult:
+    """The fit restricted to the frames at `index` (per-frame tensors cut along T)."""
+    T = len(fit.frame_ids)
+
+    def cut(state):
+        return replace(state, **{k: v[index] for k, v in vars(state).items()
+                                 if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == T})
+
+    return replace(fit, frame_ids=[fit.frame_ids[i] for i in index], hands=[cut(h) for h in fit.hands],
+                   objects=[cut(o) for o in fit.objects])
+
+
+def evaluate_without_ground_truth(
+    results_dir: str | os.PathLike,
+    dataset_name: str,
+    *,
+    methods: Optional[Sequence[str]] = None,
+    output_dir: str | os.PathLike | None = None,
+    write: bool = True,
+    device: torch.device | str = "auto",
+    dtype: torch.dtype = torch.float64,
+    cache_dir: str | os.PathLike | None = None,
+    contact_tolerance: float = 0.0,
+    progress: Optional[Progress] = None,
+    skip_corrupt: bool = False,
+    contact_labels: str | os.PathLike | None = None,
+) -> EvaluationReport:
+    """Metrics of fits of a dataset without 3D annotations (Core50, Epic-Kitchens): penetration
+    and contact % from the fits, and contact accuracy (paper Table 2) against per-frame labels —
+    those of `contact_labels` (hodata.datasets.contact_labels; frames it does not cover are left
+    out of the accuracy), else "always in contact" for Core50. Needs no dataset root."""
+    from hodata.device import resolve_device
+
+    results_dir = Path(results_dir)
+    method_dirs = find_method_dirs(results_dir)
+    if methods:
+        unknown = [m for m in methods if m not in method_dirs]
+        if unknown:
+            raise HodataError(f"{results_dir}: no fits of method(s) {', '.join(unknown)}; it holds {', '.join(method_dirs)}")
+        method_dirs = {m: method_dirs[m] for m in methods}
+    labels = None
+    if contact_labels is not None:
+        from hodata.datasets.contact_labels import read_contact_labels
+
+        labels = read_contact_labels(contact_labels)
+    device = resolve_device(device)
+    models = ObjectModelCache(Path(cache_dir) if cache_dir is not None else None, device, dtype)
+    rows: list[dict[str, Any]] = []
+    not_evaluated: list[str] = []
+    hand_models: dict[str, list[str]] = {}
+    evaluated = {}
+    for method, folder in method_dirs.items():
+        fits = load_fits(folder, skip_corrupt)
+        if not fits:
+            continue
+        evaluated[method] = folder
+        hand_models[method] = sorted({h.model_name for f in fits.values() for h in f.hands})
+        for clip_id in sorted(fits):
+            fit = fit_to(fits[clip_id], device, dtype)
+            if fit.dataset != dataset_name:
+                raise HodataError(f"{folder}: clip {clip_id} was fitted on dataset '{fit.dataset}', not '{dataset_name}'")
+            bad = _nonfinite_parts(fit)
+            if bad:
+                not_evaluated.append(f"{method} {clip_id}: not evaluated (NaN or infinity in {', '.join(bad)})")
+                continue
+            clip = Clip(dataset=fit.dataset, sequence=fit.sequence, frame_ids=list(fit.frame_ids), image_paths=[],
+                        K=fit.K, image_size=fit.image_size, object_model_id=fit.objects[0].model_id if fit.objects else "",
+                        hand_sides=[h.side for h in fit.hands])
+            try:
+                metrics = evaluate_fit_against_clip(fit, clip, models, contact_tolerance)
+                if labels is not None:
+                    flags = [labels.lookup(fit.sequence, f) for f in fit.frame_ids]
+                    index = [i for i, flag in enumerate(flags) if flag is not None]
+                    metrics["contact_accuracy_pct"] = None
+                    if index:
+                        part = _fit_frames(fit, index)
+                        sub = replace(clip, frame_ids=part.frame_ids)
+                        gt = torch.tensor([flags[i] for i in index], device=device)
+                        metrics["contact_accuracy_pct"] = evaluate_fit_against_clip(
+                            part, sub, models, contact_tolerance, gt_contact=gt)["contact_accuracy_pct"]
+            except Exception as exc:  # noqa: BLE001 - one clip never ends the evaluation
+                reason = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
+                not_evaluated.append(f"{method} {clip_id}: not evaluated ({reason})")
+                continue
+            rows.append({"method": method, "clip_id": fit.clip_id, "sequence": fit.sequence, **metrics})
+            if progress is not None:
+                progress(len(rows), len(fits), f"{method} {fit.clip_id}")
+    if not evaluated:
+        raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
+    report = EvaluationReport(
+        dataset=dataset_name, root=Path(fit_config(evaluated).get("root") or results_dir), split=None,
+        results_dir=results_dir, methods={m: aggregate([r for r in rows if r["method"] == m]) for m in evaluated},
+        clips=rows, method_dirs=dict(evaluated), hand_models=hand_models, messages=list(not_evaluated),
         not_evaluated=not_evaluated,
     )
     if write:

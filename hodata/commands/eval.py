@@ -54,6 +54,11 @@ def eval_command(
         0.0, "--contact-tolerance", min=0.0, help="Distance (metres) outside the object surface still counted as "
         "contact (0: the paper's definition, some hand vertex inside the object)."
     ),
+    contact_labels: Optional[Path] = typer.Option(
+        None, "--contact-labels", help="Core50 / Epic: a CSV of hand-made contact labels (session,object,"
+        "first_frame,last_frame,contact yes/no; see hodata.datasets.contact_labels) for contact accuracy. "
+        "Without it Core50 counts every frame as in contact (paper Table 2)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available) | cpu | cuda[:i]."),
     skip_corrupt: bool = typer.Option(
         False, "--skip-corrupt", help="Skip truncated or corrupted shards (counted in a warning) instead of stopping "
@@ -65,11 +70,11 @@ def eval_command(
     of HO-3D's evaluation split, objects of Core50 / Epic-Kitchens) are shown as — and stored as null."""
     # a HodataError becomes one `error:` line and exit code 2 in hodata.cli, as for every command
     _run(dataset, results, root, split, method, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
-         contact_tolerance, device, skip_corrupt)
+         contact_tolerance, device, skip_corrupt, contact_labels)
 
 
 def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
-         contact_tolerance, device, skip_corrupt=False) -> None:
+         contact_tolerance, device, skip_corrupt=False, contact_labels=None) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -105,11 +110,14 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
         report = evaluation.evaluate_results(
             results, dataset, root, split=split, methods=methods or None, output_dir=output_dir, device=device,
             cache_dir=mesh_cache, mano_dir=mano_dir, contact_tolerance=contact_tolerance, progress=advance,
-            skip_corrupt=skip_corrupt,
+            skip_corrupt=skip_corrupt, contact_labels=contact_labels,
         )
 
     title = f"{dataset} ({report.split}) — {report.root}" if report.split else f"{dataset} — {report.root}"
     console.print(metrics_table(report.methods, title))
+    for name, values in report.methods.items():
+        if values.get("contact_accuracy_pct") is not None:
+            console.print(f"{name}: contact accuracy {values['contact_accuracy_pct']:.1f} % (paper Table 2)")
     for message in report.messages:
         err.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
     console.print(f"wrote {report.metrics_path} and {report.per_clip_path}", highlight=False, soft_wrap=True)
