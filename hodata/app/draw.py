@@ -555,3 +555,38 @@ __all__ = [
     "write_video", "count_video_frames", "load_hand_faces", "fit_scene_meshes", "render_fit_panels",
     "read_results_clips", "find_frame_image", "read_frames_from_root",
 ]
+
+
+def draw_clip_evidence(clip, evidence, layers: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """One PNG per frame (`out_dir/<frame>.png`) of a clip's evidence for a person to check:
+    the object target (object green, hand occluder red), object and hand boxes, the hand
+    keypoints and the initial hand mesh of each hand."""
+    from hodata.datasets.base import read_rgb
+    from hodata.evidence import draw
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev = evidence.to("cpu", torch.float64)
+    meshes = {}
+    for hand in ev.hands:
+        if hand.init is not None and hand.side in layers:
+            layer = layers[hand.side].to(torch.float64)
+            with torch.no_grad():
+                verts = layer(global_orient=hand.init.global_orient, hand_pose=hand.init.hand_pose,
+                              betas=hand.init.betas, transl=hand.init.transl).vertices
+            meshes[hand.side] = (verts, torch.as_tensor(layer.faces).long())
+    written = []
+    for t, (frame, path) in enumerate(zip(clip.frame_ids, clip.image_paths)):
+        image = read_rgb(path)
+        if ev.object_masks is not None:
+            image = draw.draw_object_target(image, ev.object_masks[t].numpy())
+        for side, (verts, faces) in meshes.items():
+            image = draw.draw_hand_mesh(image, verts[t], faces, clip.K)
+        boxes = [(ev.object_boxes[t].numpy(), (60, 220, 60), "object")]
+        boxes += [(h.boxes[t].numpy(), (240, 120, 40), f"{h.side} {float(h.scores[t]):.2f}") for h in ev.hands]
+        image = draw.draw_boxes(image, boxes)
+        for hand in ev.hands:
+            if hand.keypoints_2d is not None:
+                image = draw.draw_keypoints(image, hand.keypoints_2d[t].numpy())
+        written.append(draw.save_png(image, out_dir / f"{frame}.png"))
+    return written

@@ -61,7 +61,7 @@ class EvidenceProvider:
     hand_init: str = "simulated"
     mano_dir: Optional[Path] = None
     seed: int = 0
-    device: str | torch.device = "cpu"
+    cache_dir: Optional[Path] = None     # evidence cache (hodata.evidence.cache): computed once, reused
     _layers: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -93,6 +93,20 @@ class EvidenceProvider:
 
     # ------------------------------------------------------------------ evidence
     def __call__(self, clip: Clip) -> ClipEvidence:
+        """The clip's evidence: from the cache when it holds an entry of these providers,
+        else computed (and cached)."""
+        if self.cache_dir is not None:
+            from hodata.evidence.cache import load_evidence, save_evidence
+
+            cached = load_evidence(self.cache_dir, clip.clip_id, self.describe())
+            if cached is not None:
+                return cached
+            evidence = self.compute(clip)
+            save_evidence(self.cache_dir, clip.clip_id, evidence, self.describe())
+            return evidence
+        return self.compute(clip)
+
+    def compute(self, clip: Clip) -> ClipEvidence:
         evidence = self._base_evidence(clip)
         if self.init_kind == "simulated":
             evidence = self._attach(evidence, self._simulated(clip), "simulated")

@@ -56,6 +56,9 @@ def fit(
                                   "documented noise, annotated data only), keypoints (fit to the evidence's 21 "
                                   "hand keypoints), files:DIR (the files' MANO fields). auto: simulated on HO-3D, "
                                   "keypoints elsewhere."),
+    evidence_cache: Optional[Path] = typer.Option(None, "--evidence-cache", help="Evidence cache folder (as "
+                                                  "written by `hodata evidence`): reuse its entries made by the same "
+                                                  "providers, compute and add the missing ones."),
     output: Path = typer.Option(Path("out"), "--output", "-o", help="Output folder; one shard folder per method inside."),
     methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
     clip_length: int = typer.Option(10, "--clip-length", min=1, help="Frames per clip (reference: 10)."),
@@ -122,7 +125,8 @@ def fit(
                       evidence="gt")
     auto_evidence, auto_init = default_specs(getattr(ds, "dataset_name", dataset))
     provider = EvidenceProvider(auto_evidence if evidence == "auto" else evidence,
-                                auto_init if hand_init == "auto" else hand_init, mano_dir=mano_dir, seed=seed)
+                                auto_init if hand_init == "auto" else hand_init, mano_dir=mano_dir, seed=seed,
+                                cache_dir=evidence_cache)
     console.print(f"{dataset}: {len(ds)} clip(s); evidence {provider.evidence}, hand init {provider.hand_init}")
     with terminate_as_interrupt():
         try:
