@@ -162,6 +162,20 @@ def find_method_dirs(results_dir: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
+def select_method_dirs(results_dir: Path, methods: Optional[Sequence[str]]) -> dict[str, Path]:
+    """The method folders of `results_dir`, only `methods` when given (HodataError naming
+    the ones it does not hold)."""
+    method_dirs = find_method_dirs(results_dir)
+    if methods:
+        unknown = [m for m in methods if m not in method_dirs]
+        if unknown:
+            raise HodataError(
+                f"{results_dir}: no fits of method(s) {', '.join(unknown)}; it holds {', '.join(method_dirs)}"
+            )
+        method_dirs = {m: method_dirs[m] for m in methods}
+    return method_dirs
+
+
 def fit_config(method_dirs: Mapping[str, Path]) -> dict[str, Any]:
     """The fit config of the first method folder (root / split of the fits, when recorded)."""
     for folder in method_dirs.values():
@@ -363,14 +377,7 @@ def evaluate_results(
                                              contact_tolerance=contact_tolerance, progress=progress,
                                              skip_corrupt=skip_corrupt, contact_labels=adapter_kwargs.get("contact_labels"))
     results_dir = Path(results_dir)
-    method_dirs = find_method_dirs(results_dir)
-    if methods:
-        unknown = [m for m in methods if m not in method_dirs]
-        if unknown:
-            raise HodataError(
-                f"{results_dir}: no fits of method(s) {', '.join(unknown)}; it holds {', '.join(method_dirs)}"
-            )
-        method_dirs = {m: method_dirs[m] for m in methods}
+    method_dirs = select_method_dirs(results_dir, methods)
     config = fit_config(method_dirs)
     if root is None:
         root = config.get("root") or config.get("dataset_root")
@@ -495,12 +502,7 @@ def evaluate_without_ground_truth(
     from hodata.device import resolve_device
 
     results_dir = Path(results_dir)
-    method_dirs = find_method_dirs(results_dir)
-    if methods:
-        unknown = [m for m in methods if m not in method_dirs]
-        if unknown:
-            raise HodataError(f"{results_dir}: no fits of method(s) {', '.join(unknown)}; it holds {', '.join(method_dirs)}")
-        method_dirs = {m: method_dirs[m] for m in methods}
+    method_dirs = select_method_dirs(results_dir, methods)
     labels = None
     if contact_labels is not None:
         from hodata.datasets.contact_labels import read_contact_labels

@@ -49,6 +49,22 @@ def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[
     return windows
 
 
+def load_each(items, load, name_of, skipped: list[str], messages: list[str]):
+    """Yield `load(item)` for each item; an item that fails to load (any exception) is named in
+    `skipped` and explained in `messages`, and the iteration goes on (one bad clip never ends
+    a run)."""
+    for item in items:
+        try:
+            clip = load(item)
+        except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
+            name = name_of(item)
+            skipped.append(name)
+            messages.append(str(exc) if isinstance(exc, HodataError) else
+                            f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
+            continue
+        yield clip
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB; HodataError naming the file if missing or corrupt."""
     import cv2

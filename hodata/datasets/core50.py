@@ -32,7 +32,7 @@ import torch
 from hodata.errors import HodataError
 from hodata.types import Clip
 
-from .base import clip_windows, read_image_size
+from .base import clip_windows, load_each, read_image_size
 from .registry import register_dataset
 
 IMAGE_SIZE = (350, 350)
@@ -225,16 +225,8 @@ class Core50Dataset:
 
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
-        for spec in self.clips:
-            name = f"{spec.sequence}/{spec.frames[0]:03d}"
-            try:
-                clip = self.load_clip(spec)
-            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
-                self.skipped_clips.append(name)
-                self.messages.append(str(exc) if isinstance(exc, HodataError) else
-                                     f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
-                continue
-            yield clip
+        yield from load_each(self.clips, self.load_clip, lambda s: f"{s.sequence}/{s.frames[0]:03d}",
+                             self.skipped_clips, self.messages)
 
     def __getitem__(self, index: int) -> Clip:
         return self.load_clip(self.clips[index])

@@ -34,7 +34,7 @@ from hodata.errors import HodataError
 from hodata.types import Clip
 
 from . import epic_files as ef
-from .base import clip_windows
+from .base import clip_windows, load_each
 from .registry import register_dataset
 from .epic_detections import FrameDetections, load_video_detections
 
@@ -238,16 +238,8 @@ class EpicKitchensDataset:
 
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
-        for cand, window in self.clips:
-            name = f"{cand.narration_id}/{window[0]}"
-            try:
-                clip = self.load_clip(cand, window)
-            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
-                self.skipped_clips.append(name)
-                self.messages.append(str(exc) if isinstance(exc, HodataError) else
-                                     f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
-                continue
-            yield clip
+        yield from load_each(self.clips, lambda c: self.load_clip(*c), lambda c: f"{c[0].narration_id}/{c[1][0]}",
+                             self.skipped_clips, self.messages)
 
     def frame_path(self, video_id: str, number: int) -> Path:
         height, width = self.image_size

@@ -46,7 +46,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from hodata.datasets.base import clip_windows, find_image, read_rgb
+from hodata.datasets.base import clip_windows, find_image, load_each, read_rgb
 from hodata.datasets.registry import register_dataset
 from hodata.device import resolve_device
 from hodata.errors import HodataError
@@ -345,16 +345,8 @@ class HO3DDataset:
 
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
-        for spec in self.clips:
-            try:
-                clip = self.load_clip(spec)
-            except Exception as exc:  # noqa: BLE001 - one unloadable clip never ends the iteration
-                self.skipped_clips.append(f"{spec.sequence}/{spec.frame_ids[0]}")
-                detail = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
-                self.messages.append(detail if isinstance(exc, HodataError) else
-                                     f"clip {spec.sequence}/{spec.frame_ids[0]} could not be loaded ({detail})")
-                continue
-            yield clip
+        yield from load_each(self.clips, self.load_clip, lambda s: f"{s.sequence}/{s.frame_ids[0]}",
+                             self.skipped_clips, self.messages)
 
     def __getitem__(self, index: int) -> Clip:
         return self.load_clip(self.clips[index])
