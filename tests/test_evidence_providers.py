@@ -12,7 +12,7 @@ from hodata.datasets.synthetic import make_synthetic_ho3d
 from hodata.errors import HodataError
 from hodata.evidence.detected import default_layer, detect_clip_evidence
 from hodata.evidence.gt import gt_clip_evidence
-from hodata.evidence.hand_init import SimulatedHandEstimator
+from hodata.evidence.hand_init import SimulatedHandEstimator, simulated_keypoint_detections
 from hodata.evidence.masks import mask_iou
 from hodata.evidence.mediapipe_hands import HandDetection
 from hodata.evidence.tracking import box_iou
@@ -53,21 +53,8 @@ def test_gt_provider(clip):
 
 
 def simulated_detections(clip, seed: int = 0, miss: float = 0.3, wrong_side: float = 0.1, pixel_noise: float = 2.0):
-    """What a keypoint detector would give on this clip: GT joints projected plus noise, with
-    missed frames and wrong-side labels (MediaPipe cannot see the rendered hands)."""
-    rng = np.random.default_rng(seed)
-    joints = clip.gt_hands[0].joints.double()
-    kp2d = project(joints, clip.K.double()).numpy()
-    kp3d = (joints - joints.mean(1, keepdim=True)).numpy()
-    out = []
-    for t in range(len(clip)):
-        if rng.random() < miss:
-            out.append([])
-            continue
-        uv = kp2d[t] + rng.normal(0, pixel_noise, kp2d[t].shape)
-        side = "left" if rng.random() < wrong_side else "right"
-        out.append([HandDetection(side, 0.9, np.r_[uv.min(0), uv.max(0)], uv, kp3d[t] + rng.normal(0, 0.003, (21, 3)))])
-    return out
+    """What a keypoint detector would give on this clip (MediaPipe cannot see the rendered hands)."""
+    return simulated_keypoint_detections(clip, seed, miss, wrong_side, pixel_noise)
 
 
 @pytest.mark.parametrize("hand_mask", ["skeleton", "mesh"])

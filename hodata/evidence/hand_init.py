@@ -208,3 +208,36 @@ class SimulatedHandEstimator:
 
     def __call__(self, clip: Clip) -> list[HandInit]:
         return [init for init, _ in self.simulate(clip)]
+
+
+def simulated_keypoint_detections(clip: Clip, seed: int = 0, miss: float = 0.3, wrong_side: float = 0.1,
+                                  pixel_noise: float = 2.0, metric_noise: float = 0.003) -> list[list]:
+    """What a keypoint detector (MediaPipe) would give on an annotated clip, for tests and
+    benchmarks on rendered hands it cannot see: per frame a list of HandDetection of the
+    ground-truth joints projected plus `pixel_noise` (px), with metric landmarks centred plus
+    `metric_noise` (m); a frame is missed with probability `miss` and labelled with the wrong
+    side with probability `wrong_side`. Always labelled as simulated by the caller."""
+    import numpy as np
+
+    from hodata.evidence.mediapipe_hands import HandDetection
+
+    if not clip.gt_hands:
+        raise HodataError(f"clip {clip.clip_id} has no ground-truth hands to simulate detections from")
+    rng = np.random.default_rng(seed)
+    per_hand = []
+    for hand in clip.gt_hands:
+        joints = hand.joints.double().cpu()
+        per_hand.append((hand.side, project(joints, clip.K.double().cpu()).numpy(),
+                         (joints - joints.mean(1, keepdim=True)).numpy()))
+    out = []
+    for t in range(len(clip)):
+        frame = []
+        for side, kp2d, kp3d in per_hand:
+            if rng.random() < miss:
+                continue
+            uv = kp2d[t] + rng.normal(0, pixel_noise, kp2d[t].shape)
+            label = ("left" if side == "right" else "right") if rng.random() < wrong_side else side
+            frame.append(HandDetection(label, 0.9, np.r_[uv.min(0), uv.max(0)], uv,
+                                       kp3d[t] + rng.normal(0, metric_noise, (21, 3))))
+        out.append(frame)
+    return out
