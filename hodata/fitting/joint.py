@@ -2,14 +2,15 @@
 
 Stage 1 optimises obj + v2d + pca + scale + smooth + centroid; stage 2 adds collision and
 local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D rotations,
-0.01 for translations and scales). Any number of hands and objects: interaction terms run
-over every hand-object pair and collision over every ordered pair of meshes.
+0.01 for translations and scales; hodata refines object rotations at 0.01, see FitConfig).
+Any number of hands and objects: interaction terms run over every hand-object pair and
+collision over every ordered pair of meshes.
 
-Object-pose candidates (issue 9): a silhouette cannot tell the two ends of a near-symmetric
-object apart, so the object init hands over several distinct candidates (K x T poses).
-Stage 1 fits all of them side by side, each with its own copy of the hands; the candidate
-with the lowest value of the full objective (stage-2 terms: silhouette, the hand's 2D fit,
-collision and contact) goes on to stage 2.
+Object-pose candidates (issue 9; opt-in, FitConfig.object_candidates): a silhouette cannot
+tell the two ends of a near-symmetric object apart, so the object init can hand over several
+distinct candidates (K x T poses). Stage 1 fits all of them side by side, each with its own
+copy of the hands; the candidate with the lowest value of the full objective (stage-2 terms:
+silhouette, the hand's 2D fit, coarse interaction, collision and contact) goes on to stage 2.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from hodata.errors import HodataError
 from hodata.geometry.camera import boxes_from_points, project
 from hodata.geometry.raster import render_silhouette
 from hodata.geometry.sdf import face_neighbourhoods, mesh_signed_distance, object_sdf, tracked_signed_distance
 from hodata.geometry.transforms import apply_similarity, invert_similarity
-from hodata.errors import HodataError
 from hodata.types import HandInit, HandState, ObjectState
 
 from . import losses as L
@@ -45,12 +46,18 @@ HODATA_WEIGHTS: dict[str, float] = dict(L.DEFAULT_WEIGHTS, smooth=200.0, pose_in
 @dataclass
 class FitConfig:
     """Schedule, weights and mechanisms of the joint fit. `FitConfig()` is hodata's default;
-    `FitConfig.paper()` the paper's objective (velocity smoothness at weight 2000, centroid
-    coarse interaction, one object pose from the silhouette init, no articulation prior)."""
+    `FitConfig.paper()` the paper's objective (velocity smoothness at weight 2000, one rate
+    0.1 for every rotation, centroid coarse interaction, one object pose from the silhouette
+    init, no articulation prior)."""
 
     steps_stage1: int = 200
     steps_stage2: int = 200
     rotation_lr: float = 0.1
+    # The object's rotations start from the init's silhouette fit, refined there at 1e-2: the
+    # paper's 0.1 let them jump out of that basin once smoothness no longer froze them (bleach
+    # ADD-S 0.50 -> 1.21 cm); 1e-2 keeps refining (6 clips: mean ADD-S 0.68 -> 0.50 cm,
+    # bench/RESULTS.md "Fit mechanisms"). None: rotation_lr, the paper's one rate.
+    object_rotation_lr: float | None = 0.01
     pose_lr: float = 0.1
     translation_lr: float = 0.01
     weights: dict[str, float] = field(default_factory=lambda: dict(HODATA_WEIGHTS))
@@ -78,8 +85,10 @@ class FitConfig:
     # in every clip; the surface form was better on two large/elongated objects only.
     coarse_mode: str = "centroid"
     # Object-pose candidates fitted through stage 1 (with the hands) before the full objective
-    # picks one for stage 2; 1 keeps only the init's best-silhouette pose (the paper).
-    object_candidates: int = 4
+    # picks one for stage 2; 1 keeps only the init's best-silhouette pose (the paper, and
+    # hodata's default: measured, the full objective did not tell near-symmetric poses apart
+    # reliably and picked flips of correct inits, bench/RESULTS.md "Fit mechanisms").
+    object_candidates: int = 1
     candidate_min_angle: float = 30.0    # degrees: candidates closer than this (mean over frames) are one
 
     def __post_init__(self):
@@ -94,7 +103,7 @@ class FitConfig:
     def paper(cls, **overrides) -> "FitConfig":
         """The paper's objective (Sec. 3.3, App. C) with hodata's engineering (ROI, tracked SDF)."""
         settings = dict(smooth_mode="velocity", coarse_mode="centroid", object_candidates=1,
-                        weights=dict(L.DEFAULT_WEIGHTS))
+                        object_rotation_lr=None, weights=dict(L.DEFAULT_WEIGHTS))
         settings.update(overrides)
         return cls(**settings)
 
@@ -302,7 +311,8 @@ def run_stage(hands, hand_evidence, objects, object_evidence_list, K, image_size
         groups += h.param_groups(config.rotation_lr, config.pose_lr, config.translation_lr)
     if optimise_objects:
         for o in objects:
-            groups += o.param_groups(config.rotation_lr, config.translation_lr)
+            rate = config.rotation_lr if config.object_rotation_lr is None else config.object_rotation_lr
+            groups += o.param_groups(rate, config.translation_lr)
     params = [p for g in groups for p in g["params"]]
     if not terms or steps <= 0:
         return StageOutcome({}, {}, True)
