@@ -78,12 +78,13 @@ class FitConfig:
     # between fitted frames is not penalised) or "velocity" (the paper's term, which freezes an
     # object moving ~1 cm per fitted frame; issue 9, bench/RESULTS.md "Fit mechanisms").
     smooth_mode: str = "acceleration"
-    # Coarse interaction to the object's "centroid" (the paper's term, hodata's default) or to
-    # its "surface" (the hand's centroid to the object's surface, from the object's SDF).
-    # Measured on synthetic clips of six objects (bench/RESULTS.md "Fit mechanisms"): the
-    # centroid gave the lower hand error on average (1.15 vs 1.66 cm) and on the articulation
-    # in every clip; the surface form was better on two large/elongated objects only.
-    coarse_mode: str = "centroid"
+    # Coarse interaction to the object's "surface" (hodata's default: the hand's centroid to the
+    # object's surface, from the object's SDF) or to its "centroid" (the paper's term). On the
+    # robustness benchmark's large objects the centroid term pulled the hand off its grasp
+    # (cracker box / drill hand error 2.38 / 5.21 cm; surface 1.18 / 1.00); make_synthetic_ho3d
+    # always centres the object on the palm, where the centroid term is right by construction
+    # (bench/RESULTS.md "Fit mechanisms (issue 9)").
+    coarse_mode: str = "surface"
     # Object-pose candidates fitted through stage 1 (with the hands) before the full objective
     # picks one for stage 2; 1 keeps only the init's best-silhouette pose (the paper, and
     # hodata's default: measured, the full objective did not tell near-symmetric poses apart

@@ -10,10 +10,10 @@ Every term accepts leading batch dimensions before the frame axis T (object-pose
 fitted side by side, see joint.py) and returns one value per leading index: (...,).
 
 Departures from the paper, each selectable (FitConfig) and measured in bench/RESULTS.md
-("Fit mechanisms (issue 9)"): smoothness on accelerations (`acceleration_loss`, hodata's
-default) instead of velocities; as options, a coarse interaction to the object's surface
-(`surface_interaction_loss`) instead of its centroid, and a prior of the articulation toward
-the hand init (`init_pose_prior_loss`).
+("Fit mechanisms (issue 9)"): smoothness on accelerations (`acceleration_loss`) instead of
+velocities and a coarse interaction to the object's surface (`surface_interaction_loss`)
+instead of its centroid (both hodata's defaults), and, as an option, a prior of the
+articulation toward the hand init (`init_pose_prior_loss`).
 """
 
 from __future__ import annotations
@@ -153,9 +153,8 @@ def coarse_interaction_loss(
     -> (...).
 
     On a large object the centroid lies far from where a hand holds it (7-11 cm on a cracker
-    box or a drill, issue 9); `surface_interaction_loss` is the alternative. Measured
-    (bench/RESULTS.md), once smoothness no longer freezes the object, this term still gave the
-    lower hand error on average, collision holding the hand out of the object in stage 2.
+    box or a drill, issue 9): hodata's default is `surface_interaction_loss`; this paper form
+    stays selectable (FitConfig.coarse_mode = "centroid").
     """
     hand_centroid = hand_vertices.mean(-2)
     object_centroid = object_vertices.detach().mean(-2)
@@ -172,11 +171,10 @@ def surface_interaction_loss(hand_sdf: torch.Tensor, active: torch.Tensor) -> to
     active frames (the reduction of the centroid term). hodata passes one point, the hand's
     centroid moved rigidly (articulation detached: the paper's term "only impacts the rigid
     hand pose"), so the term draws the hand to the surface nearest to where it is instead of
-    to the middle of the object. Not in the paper (issue 9); selectable with
-    FitConfig.coarse_mode = "surface". Measured in bench/RESULTS.md: with P = all hand
+    to the middle of the object. Not in the paper (issue 9); hodata's default
+    (FitConfig.coarse_mode = "surface"). Measured in bench/RESULTS.md: with P = all hand
     vertices a fingertip touching the far side satisfies it at a wrong depth (hand error 8 cm
-    on two of six clips), and with the centroid it was not better than the paper's term on
-    average, so the default stays the paper's.
+    on two of six clips), hence the centroid point.
     """
     if hand_sdf.shape[:-1] != active.shape:
         raise ValueError(f"surface interaction: hand_sdf {tuple(hand_sdf.shape)} needs active of shape "
