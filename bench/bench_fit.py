@@ -54,7 +54,7 @@ def main() -> None:
     from hodata.evidence.hand_init import SimulatedHandEstimator
     from hodata.fitting import FitConfig, ObjectInitConfig
     from hodata.fitting.joint import HandEvidence, fit_hands_and_objects, object_evidence
-    from hodata.fitting.object_init import initialise_object_pose
+    from hodata.fitting.object_init import distinct_candidates, initialise_object_pose
     from hodata.fitting.pipeline import build_fit_result
     from hodata.metrics.summary import aggregate, evaluate_fit
 
@@ -81,7 +81,8 @@ def main() -> None:
             evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes,
                                        clip.object_masks, config, None, model.model_id)
             hands, objects, report = fit_hands_and_objects(
-                [HandEvidence(layer, inits[0])], [evidence], [(init.rotation, init.translation)], clip.K,
+                [HandEvidence(layer, inits[0])], [evidence],
+                [distinct_candidates(init, model.vertices, config.object_candidates, config.candidate_min_angle)], clip.K,
                 clip.image_size, config, joint=disabled is not None)
             fit = build_fit_result(clip, hands, objects, report, [HandEvidence(layer, inits[0])], evidence, name,
                                    config)

@@ -112,3 +112,53 @@ def test_local_contact_attracts_near_and_repels_inside():
     s = _sphere_sdf(pts.detach(), centre, radius)[0]
     assert s[0].abs() < 1.5e-3 and s[1].abs() < 1.5e-3
     assert torch.isclose(s[2], torch.tensor(0.15))  # far vertex untouched
+
+
+def test_acceleration_loss_ignores_constant_velocity_and_matches_closed_form():
+    static = torch.randn(1, 20, 3).expand(6, 20, 3)
+    steps = torch.arange(6.0)[:, None, None]
+    moving = static + steps * torch.tensor([0.015, -0.01, 0.0])  # 1.8 cm per frame, constant velocity
+    assert L.acceleration_loss(moving) < 1e-12
+    assert L.smoothness_loss(moving) > 0  # the paper's term penalises the motion itself
+    # x = a t^2 / 2: second difference a on x, so the mean over 3 coordinates is a^2 / 3
+    a = 0.004
+    accelerating = static + 0.5 * a * steps**2 * torch.tensor([1.0, 0.0, 0.0])
+    assert torch.isclose(L.acceleration_loss(accelerating), torch.tensor(a**2 / 3), rtol=1e-4)
+    assert L.acceleration_loss(moving[:2]) == 0  # fewer than 3 frames
+    # leading candidate dimension: one value per candidate
+    both = torch.stack([moving, accelerating])
+    assert torch.allclose(L.acceleration_loss(both), torch.stack([L.acceleration_loss(moving),
+                                                                  L.acceleration_loss(accelerating)]))
+
+
+def test_surface_interaction_is_the_squared_gap_over_active_frames():
+    sdf = torch.tensor([[0.05, 0.03, 0.08], [0.02, -0.01, 0.04], [0.07, 0.09, 0.1]])  # (T=3, V=3)
+    active = torch.tensor([True, True, False])
+    # frame 0: gap 3 cm; frame 1: a vertex inside -> 0; frame 2 inactive
+    assert torch.isclose(L.surface_interaction_loss(sdf, active), torch.tensor(0.03**2))
+    # optimised alone on a sphere of 5 cm, a point cloud 'hand' translated: it stops at the surface
+    centre = torch.tensor([0.0, 0.0, 0.5])
+    hand = torch.randn(2, 40, 3) * 0.01 + torch.tensor([0.0, 0.0, 0.65])
+    shift = torch.zeros(2, 1, 3, requires_grad=True)
+    opt = torch.optim.Adam([shift], lr=0.002)
+    for _ in range(300):
+        opt.zero_grad()
+        L.surface_interaction_loss(_sphere_sdf(hand + shift, centre, 0.05), torch.ones(2, dtype=torch.bool)).backward()
+        opt.step()
+    closest = _sphere_sdf(hand + shift.detach(), centre, 0.05).amin(-1)
+    # touching (Adam's momentum carries it a few mm on: nothing pushes back inside; collision does
+    # that in the fit), not pulled into the middle as the centroid term does
+    assert (closest < 2e-3).all() and (closest > -6e-3).all()
+    assert ((hand + shift.detach()).mean(1) - centre).norm(dim=-1).min() > 0.05
+    try:
+        L.surface_interaction_loss(sdf, active[:2])
+    except ValueError as exc:
+        assert "active" in str(exc)
+    else:
+        raise AssertionError("shape mismatch not reported")
+
+
+def test_init_pose_prior_zero_at_the_init():
+    init = torch.randn(4, 16)
+    assert L.init_pose_prior_loss(init, init) == 0
+    assert torch.isclose(L.init_pose_prior_loss(init + 0.5, init), torch.tensor(0.25))

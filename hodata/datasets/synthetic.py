@@ -61,6 +61,7 @@ from hodata.geometry.transforms import apply_similarity
 DEFAULT_OBJECTS = ("025_mug", "006_mustard_bottle", "004_sugar_box")
 HO3D_K = (617.343, 617.343, 315.0, 242.0)   # fx, fy, cx, cy of HO-3D's camera at 640 x 480
 CONTACT_GAP = 0.0005    # metres: clearance kept when the exact check moves the object out
+CLEAN_SEG_DIR = "seg_true"  # true labels beside perturbed seg masks (write_sequence)
 GRID_GAP = 0.001        # metres: clearance on the SDF grid (above its ~0.3 mm interpolation error)
 MAX_CLOSURE = 2.0       # finger closure factor range [0, MAX_CLOSURE] x the grasp pose
 SKIN = (0.86, 0.64, 0.52)
@@ -159,12 +160,21 @@ def _first_crossing(values: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(below, idx, torch.full_like(idx, values.shape[0])).amin(0)
 
 
-def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: bool, betas: torch.Tensor) -> dict:
+def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: bool, betas: torch.Tensor, *,
+               face_palm: bool = False, slide: float = 0.0, standoff: float = 0.0,
+               fixed_closure: dict[str, float] | None = None, max_closure: float = MAX_CLOSURE) -> dict:
     """A non-penetrating grasp in the hand's own frame (identity global orient, zero transl).
 
     layer: full-pose layer (45-D, flat_hand_mean=True); model: ObjectModel (vertices (V, 3),
     faces, sdf grid) in its canonical frame; grasp_pose (45,) the articulation whose per-finger
     scaling closes the hand; roll: object rotation about its long axis (radians); betas (10,).
+    Grasp-type options (defaults: the object against the palm, every finger closing on it):
+    face_palm turns the object's thinnest principal axis onto the palm normal (a face flat on
+    the palm; `roll` then only picks the side); slide (metres) moves the object along the palm
+    toward the fingers before it is laid on; standoff (metres) lifts it off the palm along the
+    normal afterwards (a fingertip grasp; fingers that cannot reach it curl past it);
+    fixed_closure {finger: closure} keeps those fingers at that closure instead of closing them
+    on the object (fingers off the object); max_closure caps the closure search.
     Searches run on the object's SDF grid with a safety clearance (GRID_GAP, above the grid's
     interpolation error); the result is then checked with the exact signed distance and any
     residual penetration removed (fingers opened, then the object moved out along the palm
@@ -194,7 +204,17 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
     centred = obj_verts - middle
     _, _, vt = torch.linalg.svd(centred - centred.mean(0), full_matrices=False)
     long_axis = vt[0] * (-1.0 if flip_axis else 1.0)
-    rotation = axis_angle_to_matrix(across * roll) @ _rotation_between(long_axis, across)
+    align = _rotation_between(long_axis, across)
+    if face_palm:
+        # roll about the knuckle line taking the thinnest axis onto the palm normal, then a half
+        # turn when roll asks for the other side
+        thin = align @ vt[2]
+        side = math.pi if math.cos(roll) < 0 else 0.0
+        roll = float(torch.atan2((torch.linalg.cross(thin, normal) * across).sum(), (thin * normal).sum())) + side
+    rotation = axis_angle_to_matrix(across * roll) @ align
+    wrist_to_knuckles = flat_joints[0][[1, 4, 7, 10]].mean(0) - flat_joints[0][0]
+    toward_fingers = torch.nn.functional.normalize(wrist_to_knuckles - (wrist_to_knuckles @ normal) * normal, dim=0)
+    point = point + slide * toward_fingers
 
     def grid_sdf(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         # points (B, P, 3) hand frame; object middle at centres (B, 3) -> (B, P)
@@ -217,7 +237,7 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
             hi_d = mid
         else:
             lo_d = mid
-    centre = point + hi_d * normal
+    centre = point + (hi_d + standoff) * normal
 
     # Finger closure: each finger from flat (0) to MAX_CLOSURE x its grasp-pose rotations.
     names = list(FINGER_JOINTS)
@@ -244,34 +264,48 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
         verts, _ = hand(posed(closure))
         return per_finger(grid_sdf(verts, centre.expand(verts.shape[0], 3)))
 
-    steps = torch.linspace(0.0, MAX_CLOSURE, 41, dtype=dtype)
+    steps = torch.linspace(0.0, max_closure, 41, dtype=dtype)
     first = _first_crossing(finger_clearance(steps[:, None].expand(-1, 5)), GRID_GAP)
     touches = first < len(steps)
     lo = steps[(first - 1).clamp(min=0)]
-    hi = torch.where(touches, steps[first.clamp(max=len(steps) - 1)], torch.full_like(lo, MAX_CLOSURE))
+    hi = torch.where(touches, steps[first.clamp(max=len(steps) - 1)], torch.full_like(lo, max_closure))
     for _ in range(12):
         mid = 0.5 * (lo + hi)
         ok = finger_clearance(mid[None])[0] >= GRID_GAP
         lo = torch.where(touches & ok, mid, lo)
         hi = torch.where(touches & ~ok, mid, hi)
     closure = torch.where(touches, lo, hi)
+    for name, value in (fixed_closure or {}).items():
+        if name not in names:
+            raise HodataError(f"unknown finger {name!r}; choose from {', '.join(names)}")
+        closure[names.index(name)] = value
 
     # Exact check: open penetrating fingers a little, then move the object out if the palm still cuts it.
+    # Moving out along the normal can push the object into fingers curled around its far side,
+    # so the two repeat (a few rounds) until no hand vertex is inside.
     obj_rest = centred @ rotation.T
-    for _ in range(20):
-        verts, joints = hand(posed(closure[None]))
-        sdf = _exact_sdf(verts, obj_rest + centre, obj_faces)[0]
-        fingers = per_finger(sdf[None])[0]
-        bad = fingers < 0
-        if not bool(bad.any()):
+    for round_ in range(4):
+        for _ in range(20 if round_ == 0 else 60):
+            verts, joints = hand(posed(closure[None]))
+            sdf = _exact_sdf(verts, obj_rest + centre, obj_faces)[0]
+            fingers = per_finger(sdf[None])[0]
+            bad = fingers < 0
+            if not bool(bad.any()):
+                break
+            closure = torch.where(bad, closure * 0.97, closure)
+        palm = sdf.clone()
+        for n in names:
+            palm[moving[n]] = float("inf")
+        if float(palm.min()) < 0 or float(sdf.min()) < 0:
+            # an oblique contact needs more than one step; stop when a step no longer helps
+            for _ in range(8):
+                before = float(sdf.min())
+                centre = centre + (-before + CONTACT_GAP) * normal
+                sdf = _exact_sdf(verts, obj_rest + centre, obj_faces)[0]
+                if float(sdf.min()) >= 0 or float(sdf.min()) <= before:
+                    break
+        if float(sdf.min()) >= 0:
             break
-        closure = torch.where(bad, closure * 0.97, closure)
-    palm = sdf.clone()
-    for n in names:
-        palm[moving[n]] = float("inf")
-    if float(palm.min()) < 0 or float(sdf.min()) < 0:
-        centre = centre + (-float(sdf.min()) + CONTACT_GAP) * normal
-        sdf = _exact_sdf(verts, obj_rest + centre, obj_faces)[0]
     fingers = per_finger(sdf[None])[0]
     return {
         "hand_pose": posed(closure[None])[0],
@@ -369,6 +403,125 @@ def _dump(path: Path, meta: dict) -> None:
         pickle.dump(meta, f, protocol=2)
 
 
+def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: str, grasp: dict, betas: torch.Tensor,
+                   rotations: torch.Tensor, translations: torch.Tensor, K: np.ndarray, image_size: tuple[int, int],
+                   hand_side: str, colour, background: torch.Tensor, seg_filter=None) -> dict:
+    """Render and write one sequence's frames, metas and seg masks (module docstring layout).
+
+    layer: full-pose hand layer (float64); model: the ObjectModel of the written model file;
+    grasp: `make_grasp` output; rotations (T, 3, 3), translations (T, 3): the hand frame ->
+    OpenCV camera per frame; K (3, 3) written as camMat; colour: object rgb; background
+    (1, H, W, 3). seg_filter(t, object_mask, hand_mask) -> (object_mask, hand_mask), when
+    given, perturbs the written train seg masks (simulated detections); the true labels then
+    go to `<SEQ>/seg_true/<ID>.png` (same encoding; no HO-3D reader looks there). Returns
+    {"listing": ["SEQ/ID", ...], "hand_vertices": (T, V, 3), "object_vertices": (T, V, 3)}
+    (OpenCV camera, rebuilt from the stored float32 parameters).
+    """
+    from PIL import Image
+
+    from hodata.geometry.raster import render_labels, render_shaded
+
+    dtype = rotations.dtype
+    frames = rotations.shape[0]
+    model_name = str(layer.model_name)
+    hand_faces = layer.faces.long()
+    obj_verts, obj_faces = model.vertices.to(dtype), model.faces
+    K_t = torch.as_tensor(K, dtype=dtype)
+    flip = opengl_flip(dtype)
+    listing = []
+    # Camera (OpenCV) then OpenGL parameters; everything rendered is rebuilt from the stored
+    # float32 values through the same path as the adapter.
+    obj_rot_cv = rotations @ grasp["object_rotation"]
+    obj_trans_cv = (rotations @ grasp["object_translation"][:, None])[..., 0] + translations
+    eye = torch.eye(3, dtype=dtype).expand(frames, 3, 3)
+    pose_t = grasp["hand_pose"].expand(frames, 45)
+    betas_t = betas.expand(frames, 10)
+    with torch.no_grad():
+        orient_cv, transl_cv = rigid_hand_params(layer, eye, pose_t, betas_t, torch.zeros(frames, 3, dtype=dtype),
+                                                 rotations, translations)
+        orient_gl, transl_gl = rigid_hand_params(layer, orient_cv, pose_t, betas_t, transl_cv, flip,
+                                                 torch.zeros(3, dtype=dtype))
+    obj_rot_gl = matrix_to_axis_angle(flip @ obj_rot_cv).float().double()
+    obj_trans_gl = (obj_trans_cv @ flip).float().double()
+    hand_pose48 = torch.cat([matrix_to_axis_angle(orient_gl), pose_t], 1).float().double()
+    transl_gl = transl_gl.float().double()
+    betas32 = betas.float().double()
+    with torch.no_grad():
+        out = layer(global_orient=axis_angle_to_matrix(hand_pose48[:, :3]), hand_pose=hand_pose48[:, 3:],
+                    betas=betas32.expand(frames, 10), transl=transl_gl)
+    hand_gl, joints_gl = out.vertices, out.joints
+    hand_cv = hand_gl @ flip
+    obj_cv = apply_similarity(obj_verts, axis_angle_to_matrix(obj_rot_gl), obj_trans_gl) @ flip
+
+    seq_dir = root / split / seq
+    for sub in ("rgb", "meta") + (("seg",) if split == "train" else ()):
+        (seq_dir / sub).mkdir(parents=True, exist_ok=True)
+    corners_rest = _box_corners(obj_verts)
+    hand_boxes = boxes_from_points(project(hand_cv, K_t))
+
+    for t in range(frames):
+        # One frame at a time: the rasteriser's memory stays bounded (~0.2 GB at 640 x 480).
+        frame = f"{t:04d}"
+        listing.append(f"{seq}/{frame}")
+        meshes = [(obj_cv[t: t + 1], obj_faces), (hand_cv[t: t + 1], hand_faces)]
+        image = render_shaded(meshes, [colour, SKIN], K_t, image_size, background=background)[0]
+        Image.fromarray((image.numpy() * 255.0 + 0.5).astype(np.uint8)).save(
+            seq_dir / "rgb" / f"{frame}.png", compress_level=1)
+        corners = corners_rest @ axis_angle_to_matrix(obj_rot_gl[t]).T + obj_trans_gl[t]
+        full = {
+            "objTrans": obj_trans_gl[t].numpy().astype(np.float32),
+            "handBeta": betas32.numpy().astype(np.float32),
+            "camMat": K.astype(np.float32),
+            "handJoints3D": joints_gl[t].numpy().astype(np.float32),
+            "handTrans": transl_gl[t].numpy().astype(np.float32),
+            "camIDList": ["0"],
+            "handPose": hand_pose48[t].numpy().astype(np.float32),
+            "objCorners3DRest": corners_rest.numpy().astype(np.float32),
+            "objRot": obj_rot_gl[t].numpy().astype(np.float32).reshape(3, 1),
+            "objName": object_id,
+            "objCorners3D": corners.numpy().astype(np.float32),
+            "objLabel": _object_label(object_id),
+            HAND_MODEL_KEY: model_name,
+            HAND_SIDE_KEY: hand_side,
+        }
+        if split == "train":
+            _dump(seq_dir / "meta" / f"{frame}.pkl", full)
+            lab = render_labels(meshes, K_t, image_size)[0][0].numpy()
+            obj_mask, hand_mask = lab == 1, lab == 2
+            if seg_filter is not None:
+                # the true labels are kept beside the written (perturbed) ones
+                (seq_dir / CLEAN_SEG_DIR).mkdir(exist_ok=True)
+                write_segmentation(seq_dir / CLEAN_SEG_DIR / f"{frame}.png", obj_mask, hand_mask)
+                obj_mask, hand_mask = seg_filter(t, obj_mask, hand_mask)
+            write_segmentation(seq_dir / "seg" / f"{frame}.png", obj_mask, hand_mask)
+        else:
+            public = {k: full[k] for k in ("objTrans", "objRot", "objName", "objLabel", "camMat",
+                                            "objCorners3D", "objCorners3DRest")}
+            public["handBoundingBox"] = hand_boxes[t].numpy().astype(np.float32)
+            public["handJoints3D"] = joints_gl[t, 0].numpy().astype(np.float32)
+            _dump(seq_dir / "meta" / f"{frame}.pkl", public)
+            _dump(root / EVALUATION_GT_DIR / seq / f"{frame}.pkl", full)
+
+    return {"listing": listing, "hand_vertices": hand_cv, "object_vertices": obj_cv}
+
+
+def write_listing(root: Path, split: str, names: Sequence[str], listing: Sequence[str], run: dict,
+                  generator: str = "hodata.datasets.synthetic") -> None:
+    """Write `<split>.txt` (other sequences kept, rewritten ones not duplicated) and record the
+    run in the synthetic marker `<root>/hodata_synthetic.json`."""
+    listing_path = root / f"{split}.txt"
+    previous = listing_path.read_text().split() if listing_path.is_file() else []
+    rewritten = set(names)
+    kept = [line for line in previous if line.split("/", 1)[0] not in rewritten]
+    listing_path.write_text("\n".join(kept + list(listing)) + "\n")
+    marker = root / SYNTHETIC_MARKER
+    info = {"generator": "hodata.datasets.synthetic", "runs": []}
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+    info["runs"].append({"split": split, "sequences": list(names), **run, "generator": generator})
+    marker.write_text(json.dumps(info, indent=2))
+
+
 def make_synthetic_ho3d(
     root: str | Path,
     sequences: int | Sequence[str] = 1,
@@ -390,10 +543,7 @@ def make_synthetic_ho3d(
     "evaluation"; hand_model / mano_dir as `hodata.handmodel.load`. Appends to `<split>.txt`
     when it exists (other sequences are kept; rewritten sequences are not duplicated).
     """
-    from PIL import Image
-
     from hodata import handmodel
-    from hodata.geometry.raster import render_labels, render_shaded
 
     if split not in ("train", "evaluation"):
         raise HodataError(f"split must be 'train' or 'evaluation', got {split!r}")
@@ -415,17 +565,14 @@ def make_synthetic_ho3d(
     pca_layer = handmodel.load(side=hand_side, mano_dir=mano_dir, model=hand_model, use_pca=True,
                                flat_hand_mean=False, num_pca_comps=16, dtype=dtype)
     model_name = str(layer.model_name)
-    hand_faces = layer.faces.long()
     K = ho3d_intrinsics(image_size)
-    K_t = torch.as_tensor(K, dtype=dtype)
-    flip = opengl_flip(dtype)
     listing = []
     for s, seq in enumerate(names):
         rng = np.random.default_rng([seed, s])
         object_id = object_ids[s % len(object_ids)]
         write_object_model(root, object_id)
         model = ho3d_object_model(root / "models", object_id, cache_dir, dtype=dtype)
-        obj_verts, obj_faces = model.vertices, model.faces
+        obj_verts = model.vertices
 
         # Grasp pose: the PCA mean pose plus seeded coefficients along the first components
         # (pca_to_full_pose includes the mean: the articulation a flat full-pose layer takes).
@@ -438,86 +585,12 @@ def make_synthetic_ho3d(
         obj_hand = obj_verts @ grasp["object_rotation"].T + grasp["object_translation"]
         rotations, translations = _unit_motion(rng, frames, grasp, obj_hand, K, image_size)
 
-        # Camera (OpenCV) then OpenGL parameters; everything rendered is rebuilt from the stored
-        # float32 values through the same path as the adapter.
-        obj_rot_cv = rotations @ grasp["object_rotation"]
-        obj_trans_cv = (rotations @ grasp["object_translation"][:, None])[..., 0] + translations
-        eye = torch.eye(3, dtype=dtype).expand(frames, 3, 3)
-        pose_t = grasp["hand_pose"].expand(frames, 45)
-        betas_t = betas.expand(frames, 10)
-        with torch.no_grad():
-            orient_cv, transl_cv = rigid_hand_params(layer, eye, pose_t, betas_t, torch.zeros(frames, 3, dtype=dtype),
-                                                     rotations, translations)
-            orient_gl, transl_gl = rigid_hand_params(layer, orient_cv, pose_t, betas_t, transl_cv, flip,
-                                                     torch.zeros(3, dtype=dtype))
-        obj_rot_gl = matrix_to_axis_angle(flip @ obj_rot_cv).float().double()
-        obj_trans_gl = (obj_trans_cv @ flip).float().double()
-        hand_pose48 = torch.cat([matrix_to_axis_angle(orient_gl), pose_t], 1).float().double()
-        transl_gl = transl_gl.float().double()
-        betas32 = betas.float().double()
-        with torch.no_grad():
-            out = layer(global_orient=axis_angle_to_matrix(hand_pose48[:, :3]), hand_pose=hand_pose48[:, 3:],
-                        betas=betas32.expand(frames, 10), transl=transl_gl)
-        hand_gl, joints_gl = out.vertices, out.joints
-        hand_cv = hand_gl @ flip
-        obj_cv = apply_similarity(obj_verts, axis_angle_to_matrix(obj_rot_gl), obj_trans_gl) @ flip
-
         colour = OBJECT_COLOURS.get(object_id, tuple(rng.uniform(0.2, 0.9, size=3)))
         background = _background(rng, image_size).to(dtype)[None]
-        seq_dir = root / split / seq
-        for sub in ("rgb", "meta") + (("seg",) if split == "train" else ()):
-            (seq_dir / sub).mkdir(parents=True, exist_ok=True)
-        corners_rest = _box_corners(obj_verts)
-        hand_boxes = boxes_from_points(project(hand_cv, K_t))
+        listing += write_sequence(root, split, seq, layer, model, object_id, grasp, betas, rotations, translations, K,
+                                  image_size, hand_side, colour, background)["listing"]
 
-        for t in range(frames):
-            # One frame at a time: the rasteriser's memory stays bounded (~0.2 GB at 640 x 480).
-            frame = f"{t:04d}"
-            listing.append(f"{seq}/{frame}")
-            meshes = [(obj_cv[t: t + 1], obj_faces), (hand_cv[t: t + 1], hand_faces)]
-            image = render_shaded(meshes, [colour, SKIN], K_t, image_size, background=background)[0]
-            Image.fromarray((image.numpy() * 255.0 + 0.5).astype(np.uint8)).save(
-                seq_dir / "rgb" / f"{frame}.png", compress_level=1)
-            corners = corners_rest @ axis_angle_to_matrix(obj_rot_gl[t]).T + obj_trans_gl[t]
-            full = {
-                "objTrans": obj_trans_gl[t].numpy().astype(np.float32),
-                "handBeta": betas32.numpy().astype(np.float32),
-                "camMat": K.astype(np.float32),
-                "handJoints3D": joints_gl[t].numpy().astype(np.float32),
-                "handTrans": transl_gl[t].numpy().astype(np.float32),
-                "camIDList": ["0"],
-                "handPose": hand_pose48[t].numpy().astype(np.float32),
-                "objCorners3DRest": corners_rest.numpy().astype(np.float32),
-                "objRot": obj_rot_gl[t].numpy().astype(np.float32).reshape(3, 1),
-                "objName": object_id,
-                "objCorners3D": corners.numpy().astype(np.float32),
-                "objLabel": _object_label(object_id),
-                HAND_MODEL_KEY: model_name,
-                HAND_SIDE_KEY: hand_side,
-            }
-            if split == "train":
-                _dump(seq_dir / "meta" / f"{frame}.pkl", full)
-                lab = render_labels(meshes, K_t, image_size)[0][0].numpy()
-                write_segmentation(seq_dir / "seg" / f"{frame}.png", lab == 1, lab == 2)
-            else:
-                public = {k: full[k] for k in ("objTrans", "objRot", "objName", "objLabel", "camMat",
-                                                "objCorners3D", "objCorners3DRest")}
-                public["handBoundingBox"] = hand_boxes[t].numpy().astype(np.float32)
-                public["handJoints3D"] = joints_gl[t, 0].numpy().astype(np.float32)
-                _dump(seq_dir / "meta" / f"{frame}.pkl", public)
-                _dump(root / EVALUATION_GT_DIR / seq / f"{frame}.pkl", full)
-
-    listing_path = root / f"{split}.txt"
-    previous = listing_path.read_text().split() if listing_path.is_file() else []
-    rewritten = set(names)
-    kept = [line for line in previous if line.split("/", 1)[0] not in rewritten]
-    listing_path.write_text("\n".join(kept + listing) + "\n")
-    marker = root / SYNTHETIC_MARKER
-    info = {"generator": "hodata.datasets.synthetic", "runs": []}
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-    info["runs"].append({"split": split, "sequences": names, "frames": frames, "object_ids": list(object_ids),
-                         "seed": seed, "image_size": list(image_size), "hand_side": hand_side,
-                         "hand_model": model_name})
-    marker.write_text(json.dumps(info, indent=2))
+    write_listing(root, split, names, listing, {
+        "frames": frames, "object_ids": list(object_ids), "seed": seed, "image_size": list(image_size),
+        "hand_side": hand_side, "hand_model": model_name})
     return root

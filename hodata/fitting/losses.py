@@ -5,6 +5,15 @@ the reference implementation (REFERENCE.md §2), because the paper's weights (Ap
 only balance the terms with those reductions:
 
     L = 1 obj + 50 v2d + 0.004 pca + 0.001 scale + 2000 smooth + 1 centroid + 1 local + 0.001 col
+
+Every term accepts leading batch dimensions before the frame axis T (object-pose candidates
+fitted side by side, see joint.py) and returns one value per leading index: (...,).
+
+Departures from the paper, each selectable (FitConfig) and measured in bench/RESULTS.md
+("Fit mechanisms (issue 9)"): smoothness on accelerations (`acceleration_loss`) instead of
+velocities and a coarse interaction to the object's surface (`surface_interaction_loss`)
+instead of its centroid (both hodata's defaults), and, as an option, a prior of the
+articulation toward the hand init (`init_pose_prior_loss`).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "centroid": 1.0,
     "local": 1.0,
     "collision": 0.001,
+    "pose_init": 0.0,    # not in the paper: FitConfig sets hodata's default
 }
 
 
@@ -43,41 +53,76 @@ def object_silhouette_loss(rendered: torch.Tensor, target: torch.Tensor) -> torc
 def hand_v2d_loss(projected: torch.Tensor, target_2d: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Projected hand vertices L_v2d (paper Eq. 4).
 
-    projected, target_2d: (T, V, 2) pixels. Coordinates are divided by max(H, W) and the
-    squared error is averaged over frames, vertices and both coordinates (reference).
+    projected, target_2d: (..., T, V, 2) pixels. Coordinates are divided by max(H, W) and the
+    squared error is averaged over frames, vertices and both coordinates (reference) -> (...).
     """
+    if projected.shape[-1] != 2 or projected.shape[-3:] != target_2d.shape[-3:]:
+        raise ValueError(f"v2d: projected {tuple(projected.shape)} and target {tuple(target_2d.shape)} "
+                         "must both be (..., T, V, 2)")
     norm = float(max(image_size))
-    return (((projected - target_2d) / norm) ** 2).mean()
+    return (((projected - target_2d) / norm) ** 2).mean(dim=(-3, -2, -1))
 
 
 def pca_prior_loss(pca_pose: torch.Tensor) -> torch.Tensor:
     """Hand pose regulariser L_pca = ||theta||^2 (paper Sec. 3.3), as a mean over entries.
 
-    pca_pose: (T, k) PCA coefficients of the articulated pose.
+    pca_pose: (..., T, k) PCA coefficients of the articulated pose -> (...).
     """
-    return (pca_pose**2).mean()
+    return (pca_pose**2).mean(dim=(-2, -1))
+
+
+def init_pose_prior_loss(pca_pose: torch.Tensor, init_pose: torch.Tensor) -> torch.Tensor:
+    """Articulation prior toward the hand init, L_pose = mean ||theta - theta_init||^2.
+
+    pca_pose, init_pose: (..., T, k) PCA coefficients -> (...). Not in the paper: its pca
+    prior pulls toward the mean pose, so interaction terms that bend fingers to fit the object
+    meet no resistance from what the hand estimator saw; this keeps the articulation near the
+    estimate unless the object's evidence outweighs it (issue 9; measured in bench/RESULTS.md).
+    """
+    if pca_pose.shape[-2:] != init_pose.shape[-2:]:
+        raise ValueError(f"pose prior: pose {tuple(pca_pose.shape)} and init {tuple(init_pose.shape)} differ")
+    return ((pca_pose - init_pose) ** 2).mean(dim=(-2, -1))
 
 
 def scale_prior_loss(scale: torch.Tensor, reference: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Scale prior L_scale (paper Sec. 3.3, after PHOSA): squared relative deviation of a
     scale from its category-average value.
 
-    scale: (...) current size (a hand scale factor, or an object's dimension in metres);
-    reference: the category average, same units. Returns the sum over entries.
+    scale: (...) current size (a hand scale factor, or an object's dimension in metres), one
+    per candidate; reference: the category average, same units. Returns (...), elementwise.
     """
     reference = torch.as_tensor(reference, dtype=scale.dtype, device=scale.device)
-    return (((scale - reference) / reference) ** 2).sum()
+    return ((scale - reference) / reference) ** 2
 
 
 def smoothness_loss(vertices: torch.Tensor) -> torch.Tensor:
     """Temporal smoothness L_smooth (paper Sec. 3.3): squared frame-to-frame vertex motion.
 
-    vertices: (T, V, 3) metres. Mean over the T-1 differences, vertices and coordinates
-    (reference reduction). Zero for T < 2.
+    vertices: (..., T, V, 3) metres -> (...). Mean over the T-1 differences, vertices and
+    coordinates (reference reduction). Zero for T < 2.
+
+    This penalises motion itself: at weight 2000, an object moving ~1 cm per fitted frame
+    costs more than its silhouette gains, and the fit freezes it (issue 9). hodata's default
+    is `acceleration_loss`; this paper form stays selectable (FitConfig.smooth_mode).
     """
-    if vertices.shape[0] < 2:
-        return vertices.sum() * 0.0
-    return ((vertices[1:] - vertices[:-1]) ** 2).mean()
+    if vertices.shape[-3] < 2:
+        return vertices.sum(dim=(-3, -2, -1)) * 0.0
+    return ((vertices[..., 1:, :, :] - vertices[..., :-1, :, :]) ** 2).mean(dim=(-3, -2, -1))
+
+
+def acceleration_loss(vertices: torch.Tensor) -> torch.Tensor:
+    """Temporal smoothness on second differences: mean ||V_{t+1} - 2 V_t + V_{t-1}||^2 / 3.
+
+    vertices: (..., T, V, 3) metres -> (...). Mean over the T-2 second differences, vertices
+    and coordinates (the reduction of `smoothness_loss`, so the paper's weight keeps its
+    meaning for jitter). Zero for T < 3 and for any motion at constant velocity: real motion
+    between fitted frames is not penalised, only its frame-to-frame changes (jitter, and
+    sudden jumps such as a flip in one frame). Not in the paper (issue 9).
+    """
+    if vertices.shape[-3] < 3:
+        return vertices.sum(dim=(-3, -2, -1)) * 0.0
+    second = vertices[..., 2:, :, :] - 2 * vertices[..., 1:-1, :, :] + vertices[..., :-2, :, :]
+    return (second**2).mean(dim=(-3, -2, -1))
 
 
 def boxes_overlap(boxes_a: torch.Tensor, boxes_b: torch.Tensor, expand: float = 0.2) -> torch.Tensor:
@@ -104,12 +149,38 @@ def coarse_interaction_loss(
     `centroid_pairs_active`). The object is detached: the object model is taken at its known
     scale, so the term only moves the hand (paper: "this error only impacts the rigid hand
     pose"). The reference sums over frames.
-    hand_vertices: (T, Vh, 3); object_vertices: (T, Vo, 3); active: (T,) bool.
+    hand_vertices: (..., T, Vh, 3); object_vertices: (..., T, Vo, 3); active: (..., T) bool
+    -> (...).
+
+    On a large object the centroid lies far from where a hand holds it (7-11 cm on a cracker
+    box or a drill, issue 9): hodata's default is `surface_interaction_loss`; this paper form
+    stays selectable (FitConfig.coarse_mode = "centroid").
     """
     hand_centroid = hand_vertices.mean(-2)
     object_centroid = object_vertices.detach().mean(-2)
     per_frame = ((hand_centroid - object_centroid) ** 2).sum(-1) / 3.0
-    return (per_frame * active.to(per_frame.dtype)).sum()
+    return (per_frame * active.to(per_frame.dtype)).sum(-1)
+
+
+def surface_interaction_loss(hand_sdf: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Coarse interaction to the object's surface: squared gap between hand points and the object.
+
+    hand_sdf: (..., T, P) signed distance (metres) of P hand points to the object; active:
+    (..., T) bool, as `coarse_interaction_loss` -> (...). Per frame the gap is the distance of
+    the closest of the points to the surface, max(0, min_p SDF); its square is summed over the
+    active frames (the reduction of the centroid term). hodata passes one point, the hand's
+    centroid moved rigidly (articulation detached: the paper's term "only impacts the rigid
+    hand pose"), so the term draws the hand to the surface nearest to where it is instead of
+    to the middle of the object. Not in the paper (issue 9); hodata's default
+    (FitConfig.coarse_mode = "surface"). Measured in bench/RESULTS.md: with P = all hand
+    vertices a fingertip touching the far side satisfies it at a wrong depth (hand error 8 cm
+    on two of six clips), hence the centroid point.
+    """
+    if hand_sdf.shape[:-1] != active.shape:
+        raise ValueError(f"surface interaction: hand_sdf {tuple(hand_sdf.shape)} needs active of shape "
+                         f"{tuple(hand_sdf.shape[:-1])}, got {tuple(active.shape)}")
+    gap = torch.relu(hand_sdf.amin(-1))
+    return (gap**2 * active.to(gap.dtype)).sum(-1)
 
 
 def centroid_pairs_active(
@@ -128,11 +199,11 @@ def centroid_pairs_active(
 def collision_loss(sdf_of_other: torch.Tensor) -> torch.Tensor:
     """Collision L_col^{k,l} = sum_i Phi_k(V_i^l), Phi = max(0, -SDF) (paper Eq. 5).
 
-    sdf_of_other: (T, P) signed distances (metres, negative inside) of mesh l's vertices in
-    mesh k's SDF. Summed over frames and vertices (reference). The total L_col is the sum of
-    this over ordered pairs (k, l).
+    sdf_of_other: (..., T, P) signed distances (metres, negative inside) of mesh l's vertices
+    in mesh k's SDF -> (...). Summed over frames and vertices (reference). The total L_col is
+    the sum of this over ordered pairs (k, l).
     """
-    return torch.relu(-sdf_of_other).sum()
+    return torch.relu(-sdf_of_other).sum(dim=(-2, -1))
 
 
 def local_contact_loss(
@@ -144,12 +215,12 @@ def local_contact_loss(
 ) -> torch.Tensor:
     """Local contact heuristic L_local (paper Sec. 3.3 and Appendix C; Hasson et al. 2019).
 
-    hand_sdf: (T, V) signed distance of each hand vertex to the object (negative inside);
-    hand_to_object_distance: (T, V) distance of each hand vertex to the object: the paper
+    hand_sdf: (..., T, V) signed distance of each hand vertex to the object (negative inside);
+    hand_to_object_distance: (..., T, V) distance of each hand vertex to the object: the paper
     uses the closest object vertex; hodata passes |SDF|, the distance to the surface.
     Attraction pulls hand vertices that are outside but within `contact_threshold` (1 cm)
     onto the surface, a * tanh(d / a) with a = 1 cm; repulsion pushes vertices inside the
-    object out, r * tanh(depth / r) with r = 2 cm. Mean over frames and hand vertices.
+    object out, r * tanh(depth / r) with r = 2 cm. Mean over frames and hand vertices -> (...).
 
     This is the intended behaviour: the reference inverts the SDF sign test, so its
     attraction never fires (REFERENCE.md §2).
@@ -162,4 +233,4 @@ def local_contact_loss(
     per_vertex = torch.where(near, attraction, torch.zeros_like(attraction)) + torch.where(
         outside, torch.zeros_like(repulsion), repulsion
     )
-    return per_vertex.mean()
+    return per_vertex.mean(dim=(-2, -1))

@@ -41,7 +41,9 @@ class ObjectInitResult:
     rotation: torch.Tensor      # (T, 3, 3)
     translation: torch.Tensor   # (T, 3)
     iou: torch.Tensor           # (T,) IoU of the kept candidate per frame
-    candidate_ious: torch.Tensor  # (K,) mean IoU of every propagated candidate
+    candidate_ious: torch.Tensor  # (K,) mean IoU of every propagated candidate, best first
+    candidate_rotations: torch.Tensor | None = None     # (K, T, 3, 3), best first (index 0 = rotation)
+    candidate_translations: torch.Tensor | None = None  # (K, T, 3)
 
 
 def translation_from_box(vertices: torch.Tensor, rotations: torch.Tensor, box: torch.Tensor, K: torch.Tensor,
@@ -194,5 +196,65 @@ def initialise_object_pose(
     all_trans = torch.stack(translations_t, 1)  # (K, T, 3)
     all_iou = torch.stack(ious_t, 1)            # (K, T)
     mean_iou = all_iou.mean(1)
-    chosen = mean_iou.argmax()  # highest mean IoU (paper; the reference docstring says lowest)
-    return ObjectInitResult(all_rot[chosen], all_trans[chosen], all_iou[chosen], mean_iou)
+    # highest mean IoU first (paper; the reference docstring says lowest)
+    order = mean_iou.argsort(descending=True)
+    chosen = order[0]
+    return ObjectInitResult(all_rot[chosen], all_trans[chosen], all_iou[chosen], mean_iou[order],
+                            all_rot[order], all_trans[order])
+
+
+def principal_flips(vertices: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                    scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pose turned half way about each principal axis of the model, through its centroid.
+
+    vertices: (V, 3) canonical; rotation: (T, 3, 3); translation: (T, 3) -> (3, T, 3, 3),
+    (3, T, 3). A model whose shape is nearly symmetric under one of these half turns (the two
+    ends of a bottle, the two faces of a box) projects to nearly the same silhouette in both
+    poses, so the silhouette alone cannot choose between them. With F = 2 e e^T - I the half
+    turn about unit axis e: V' = s R (F (V - c) + c) + t, i.e. R' = R F, t' = t + s R (c - F c).
+    """
+    centre = vertices.mean(0)
+    centred = vertices - centre
+    _, axes = torch.linalg.eigh(centred.T @ centred)  # columns: principal axes
+    eye = torch.eye(3, dtype=vertices.dtype, device=vertices.device)
+    flips = 2 * axes.T[:, :, None] * axes.T[:, None, :] - eye  # (3, 3, 3): one half turn per axis
+    rotations = rotation[None] @ flips[:, None]                 # (3, T, 3, 3)
+    offsets = centre - (flips @ centre[:, None])[..., 0]        # (3, 3): c - F c
+    translations = translation[None] + scale * (rotation[None] @ offsets[:, None, :, None])[..., 0]
+    return rotations, translations
+
+
+def rotation_angle_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle (degrees) between rotations a and b (..., 3, 3) -> (...)."""
+    cos = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+
+
+def distinct_candidates(result: ObjectInitResult, vertices: torch.Tensor, count: int, min_angle: float = 30.0,
+                        scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `count` distinct object-motion candidates for the joint fit (issue 9).
+
+    The pool, in order of preference: the best-silhouette motion, its half turns about the
+    model's principal axes (`principal_flips`: the poses a nearly symmetric silhouette cannot
+    rule out), then the init's other propagated motions by mean IoU. A motion within
+    `min_angle` degrees (mean over frames) of one already kept is skipped. Returns rotations
+    (K, T, 3, 3) and translations (K, T, 3), K <= count, index 0 the init's choice.
+    """
+    rotations = [result.rotation[None]]
+    translations = [result.translation[None]]
+    if count > 1:
+        flip_r, flip_t = principal_flips(vertices, result.rotation, result.translation, scale)
+        rotations.append(flip_r)
+        translations.append(flip_t)
+        if result.candidate_rotations is not None:
+            rotations.append(result.candidate_rotations[1:])
+            translations.append(result.candidate_translations[1:])
+    pool_r, pool_t = torch.cat(rotations), torch.cat(translations)
+    kept: list[int] = []
+    for i in range(pool_r.shape[0]):
+        if len(kept) == count:
+            break
+        if all(rotation_angle_between(pool_r[i], pool_r[j]).mean() >= min_angle for j in kept):
+            kept.append(i)
+    index = torch.tensor(kept, device=pool_r.device)
+    return pool_r[index], pool_t[index]

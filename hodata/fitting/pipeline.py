@@ -14,7 +14,7 @@ from hodata.evidence.types import ClipEvidence
 from hodata.types import Clip, FitResult, HandInit
 
 from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, object_evidence, object_ious, object_state
-from .object_init import ObjectInitConfig, initialise_object_pose
+from .object_init import ObjectInitConfig, distinct_candidates, initialise_object_pose
 
 METHODS = ("independent", "joint")
 
@@ -43,6 +43,9 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
     flags = dict(report["flags"])
     flags["low_object_iou"] = bool(iou.mean() < 0.5)  # flags mark problems (True = bad)
     history = dict(report["history"])
+    if "candidates" in report:  # which object-pose candidate the full objective chose (0: the init's)
+        losses["object_candidate"] = float(report["candidates"]["chosen"])
+        history["candidate_total"] = list(report["candidates"]["total"])
     history["mask_iou_per_frame"] = iou.tolist()
     history["v2d_px_per_frame"] = v2d_px.tolist()
     history["timings_s"] = list(timings or [])
@@ -130,10 +133,14 @@ def fit_clip(
         layer = copy.deepcopy(hand_layers[h.side]).to(device=device, dtype=dtype)
         hand_evidence.append(HandEvidence(layer, moved))
 
+    # candidates for the joint fit; index 0 is the init's choice (the independent baseline's)
+    candidate_rotations, candidate_translations = distinct_candidates(init, vertices, config.object_candidates,
+                                                                      config.candidate_min_angle)
     results = {}
     for method in methods:
         start = time.perf_counter()
-        hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(init.rotation, init.translation)],
+        hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence],
+                                                       [(candidate_rotations, candidate_translations)],
                                                        K, clip.image_size, config, joint=(method == "joint"))
         timings[f"{method}_s"] = time.perf_counter() - start
         results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,

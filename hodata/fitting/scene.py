@@ -4,6 +4,10 @@ Hands follow paper Eq. 1: V_hand = s_hand (R_hand V_hand^c) + D_hand, where V^c 
 hand model's output in its rest orientation centred on the middle metacarpophalangeal joint
 (MANO joint 4). Objects follow Eq. 2: V_obj = s_obj (R_obj V_obj^c) + D_obj. Rotations are
 optimised in the 6D representation (Zhou et al. 2019) and leave this module as matrices.
+
+Several object-pose candidates can be fitted side by side (joint.py): the frame axis then
+holds `candidates` blocks of T frames (candidate-major, K * T rows) and each candidate has its
+own scale; `candidate(k)` takes one block out as ordinary single-candidate parameters.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class HandMeshes:
 
 
 class _RigidParameters(nn.Module):
-    """Rotation from `rotation_6d` (T, 6) and a positive scale from `log_scale` (1,)."""
+    """Rotation from `rotation_6d` (K * T, 6) and a positive scale per candidate from
+    `log_scale` (K,)."""
 
     @property
     def rotation(self) -> torch.Tensor:
@@ -35,26 +40,54 @@ class _RigidParameters(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
+        """(K,) one scale per candidate (K = 1: the clip's scale)."""
         return self.log_scale.exp()
+
+    @property
+    def candidates(self) -> int:
+        return self.log_scale.shape[0]
+
+    @property
+    def frame_scale(self) -> torch.Tensor:
+        """(K * T,) the scale of each row of the frame axis."""
+        return self.scale.repeat_interleave(self.rotation_6d.shape[0] // self.candidates)
+
+    def _rows(self, k: int) -> slice:
+        frames = self.rotation_6d.shape[0] // self.candidates
+        if not 0 <= k < self.candidates:
+            raise IndexError(f"candidate {k} out of {self.candidates}")
+        return slice(k * frames, (k + 1) * frames)
 
 
 class HandParameters(_RigidParameters):
     """Per-frame rigid pose and PCA articulation of one hand, with a clip-shared scale.
 
-    rotation_6d: (T, 6); translation: (T, 3) = D_hand (the middle MCP joint position);
-    pca_pose: (T, k); betas: (10,); log_scale: (1,) so s_hand = exp(log_scale) stays positive.
+    rotation_6d: (K * T, 6); translation: (K * T, 3) = D_hand (the middle MCP joint position);
+    pca_pose: (K * T, k); betas: (10,) shared; log_scale: (K,) so s_hand = exp(log_scale)
+    stays positive. K = `candidates` (1 unless object candidates are fitted side by side).
     """
 
     def __init__(self, side: str, rotation: torch.Tensor, translation: torch.Tensor, pca_pose: torch.Tensor,
-                 betas: torch.Tensor, scale: float = 1.0, optimise_betas: bool = False):
+                 betas: torch.Tensor, scale: float = 1.0, optimise_betas: bool = False, candidates: int = 1):
         super().__init__()
+        if rotation.shape[0] % candidates:
+            raise ValueError(f"{rotation.shape[0]} frame rows do not split into {candidates} candidates")
         self.side = side
         self.rotation_6d = nn.Parameter(matrix_to_rotation_6d(rotation).clone())
         self.translation = nn.Parameter(translation.clone())
         self.pca_pose = nn.Parameter(pca_pose.clone())
         self.betas = nn.Parameter(betas.clone(), requires_grad=optimise_betas)
-        self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
+        self.log_scale = nn.Parameter(torch.full((candidates,), float(scale), dtype=translation.dtype,
                                                  device=translation.device).log())
+
+    def candidate(self, k: int) -> "HandParameters":
+        """Candidate k's rows as new single-candidate parameters (copies, detached)."""
+        rows = self._rows(k)
+        with torch.no_grad():
+            out = HandParameters(self.side, self.rotation[rows], self.translation[rows], self.pca_pose[rows],
+                                 self.betas, optimise_betas=self.betas.requires_grad)
+            out.log_scale.copy_(self.log_scale[k : k + 1])
+        return out
 
     def meshes(self, layer: nn.Module) -> HandMeshes:
         """Camera-space vertices and joints (paper Eq. 1) from the hand layer."""
@@ -62,7 +95,7 @@ class HandParameters(_RigidParameters):
         eye = torch.eye(3, dtype=self.pca_pose.dtype, device=self.pca_pose.device).expand(frames, 3, 3)
         out = layer(global_orient=eye, hand_pose=self.pca_pose, betas=self.betas.expand(frames, -1))
         centre = out.joints[:, MIDDLE_MCP_JOINT : MIDDLE_MCP_JOINT + 1]
-        rotation, scale = self.rotation, self.scale
+        rotation, scale = self.rotation, self.frame_scale
         vertices = apply_similarity(out.vertices - centre, rotation, self.translation, scale)
         joints = apply_similarity(out.joints - centre, rotation, self.translation, scale)
         return HandMeshes(vertices, joints)
@@ -97,21 +130,32 @@ def hand_parameters_from_layer_pose(layer: nn.Module, side: str, global_orient: 
 class ObjectParameters(_RigidParameters):
     """Per-frame rigid pose of one object and a clip-shared scale (paper Eq. 2).
 
-    rotation_6d: (T, 6); translation: (T, 3); log_scale: (1,) optimised only for approximate
-    (category) meshes.
+    rotation_6d: (K * T, 6); translation: (K * T, 3); log_scale: (K,) optimised only for
+    approximate (category) meshes. K = `candidates` as for HandParameters.
     """
 
     def __init__(self, rotation: torch.Tensor, translation: torch.Tensor, scale: float = 1.0,
-                 optimise_scale: bool = False):
+                 optimise_scale: bool = False, candidates: int = 1):
         super().__init__()
+        if rotation.shape[0] % candidates:
+            raise ValueError(f"{rotation.shape[0]} frame rows do not split into {candidates} candidates")
         self.rotation_6d = nn.Parameter(matrix_to_rotation_6d(rotation).clone())
         self.translation = nn.Parameter(translation.clone())
-        self.log_scale = nn.Parameter(torch.full((1,), float(scale), dtype=translation.dtype,
+        self.log_scale = nn.Parameter(torch.full((candidates,), float(scale), dtype=translation.dtype,
                                                  device=translation.device).log(), requires_grad=optimise_scale)
 
+    def candidate(self, k: int) -> "ObjectParameters":
+        """Candidate k's rows as new single-candidate parameters (copies, detached)."""
+        rows = self._rows(k)
+        with torch.no_grad():
+            out = ObjectParameters(self.rotation[rows], self.translation[rows],
+                                   optimise_scale=self.log_scale.requires_grad)
+            out.log_scale.copy_(self.log_scale[k : k + 1])
+        return out
+
     def vertices(self, canonical: torch.Tensor) -> torch.Tensor:
-        """canonical: (V, 3) model vertices -> (T, V, 3) camera space (Eq. 2)."""
-        return apply_similarity(canonical, self.rotation, self.translation, self.scale)
+        """canonical: (V, 3) model vertices -> (K * T, V, 3) camera space (Eq. 2)."""
+        return apply_similarity(canonical, self.rotation, self.translation, self.frame_scale)
 
     def param_groups(self, rotation_lr: float, translation_lr: float) -> list[dict]:
         groups = [{"params": [self.rotation_6d], "lr": rotation_lr}, {"params": [self.translation], "lr": translation_lr}]

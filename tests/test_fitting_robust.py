@@ -1,0 +1,161 @@
+"""Acceptance tests of the fit mechanisms of issue 9, on short synthetic clips (small images,
+few steps, small ROI; the full measurement is bench/RESULTS.md "Fit mechanisms (issue 9)"):
+
+- an object moving over 1 cm per fitted frame is followed, not frozen by the smoothness term;
+- a near-symmetric bottle whose silhouette-only initialisation is flipped keeps a candidate
+  near the truth for the joint fit (the issue's goal, the joint fit ending within 20 degrees,
+  is not met: see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
+from hodata.fitting.joint import HandEvidence, compute_terms, make_hand_parameters, object_evidence
+from hodata.fitting.joint import tile_hand_evidence, tile_object_evidence
+from hodata.fitting.object_init import distinct_candidates, principal_flips, rotation_angle_between
+from hodata.fitting.scene import ObjectParameters
+from hodata.geometry.rotations import random_rotations
+from hodata.geometry.transforms import apply_similarity
+from hodata.metrics.object import add_s
+
+IMAGE_SIZE = (240, 320)
+
+
+def _clip(tmp_path_factory, name, object_id, seed, frames, clip_length, stride):
+    from hodata.datasets.ho3d import HO3DDataset
+    from hodata.datasets.synthetic import make_synthetic_ho3d
+    from hodata.evidence.hand_init import SimulatedHandEstimator
+
+    root = tmp_path_factory.mktemp(name)
+    cache = tmp_path_factory.mktemp(f"{name}_cache")
+    make_synthetic_ho3d(root, sequences=1, frames=frames, object_ids=(object_id,), seed=seed, image_size=IMAGE_SIZE,
+                        cache_dir=cache)
+    ds = HO3DDataset(root, clip_length=clip_length, stride=stride, cache_dir=cache)
+    clip = ds[0]
+    estimator = SimulatedHandEstimator(seed=0)
+    layer = estimator.layer("right", clip.gt_hands[0].model_name, torch.float32, torch.device("cpu"))
+    return dict(clip=clip, model=ds.model_for_clip(clip), inits=estimator(clip), layers={"right": layer})
+
+
+def _init_config():
+    return ObjectInitConfig(n_samples=200, n_hypotheses=20, n_propagate=5, steps_first=30, steps_per_frame=15,
+                            roi_size=64)
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    # 4 fitted frames 7 video frames apart: the sugar box moves 1.2-1.3 cm between fitted frames
+    return _clip(tmp_path_factory, "moving", "004_sugar_box", seed=1, frames=22, clip_length=4, stride=7)
+
+
+def test_fit_follows_an_object_moving_over_1cm_per_fitted_frame(moving):
+    clip = moving["clip"]
+    truth = clip.gt_object.vertices
+    true_motion = (truth[1:] - truth[:-1]).norm(dim=-1).mean(-1)
+    assert true_motion.min() >= 0.01  # the scene is what the test claims
+    results = {}
+    for name, config in (("hodata", FitConfig(steps_stage1=100, steps_stage2=20, roi_size=64, object_candidates=1)),
+                         ("paper", FitConfig.paper(steps_stage1=100, steps_stage2=20, roi_size=64))):
+        results[name] = fit_clip(clip, moving["model"], moving["inits"], moving["layers"], config, _init_config(),
+                                 methods=("joint",), device="cpu", seed=0)["joint"]
+    fitted = results["hodata"].objects[0].vertices
+    per_frame = add_s(fitted, truth)
+    assert per_frame.max() < 0.015, per_frame
+    ratio = (fitted[1:] - fitted[:-1]).norm(dim=-1).mean(-1) / true_motion
+    assert (ratio > 0.75).all(), ratio
+    # the paper's velocity term at weight 2000 holds the same object back (issue 9): this
+    # scene tells the two apart
+    frozen = results["paper"].objects[0].vertices
+    frozen_ratio = (frozen[1:] - frozen[:-1]).norm(dim=-1).mean(-1) / true_motion
+    assert frozen_ratio.mean() < 0.75 and frozen_ratio.mean() < ratio.mean() - 0.15, (frozen_ratio, ratio)
+
+
+def test_principal_flips_are_half_turns_about_the_model_centroid():
+    vertices = torch.randn(200, 3) * torch.tensor([0.08, 0.03, 0.02]) + torch.tensor([0.01, -0.02, 0.03])
+    rotation = random_rotations(3, generator=torch.Generator().manual_seed(1))
+    translation = torch.randn(3, 3) * 0.1 + torch.tensor([0.0, 0.0, 0.5])
+    flip_r, flip_t = principal_flips(vertices, rotation, translation)
+    assert flip_r.shape == (3, 3, 3, 3) and flip_t.shape == (3, 3, 3)
+    assert torch.allclose(rotation_angle_between(flip_r, rotation.expand(3, 3, 3, 3)), torch.tensor(180.0), atol=0.1)
+    # independent route: rotate the centred model by pi about each principal axis, place it
+    centre = vertices.mean(0)
+    _, axes = torch.linalg.eigh((vertices - centre).T @ (vertices - centre))
+    for a in range(3):
+        e = axes[:, a]
+        turned = 2 * (vertices - centre) @ e[:, None] * e - (vertices - centre) + centre  # Rodrigues at pi
+        expected = apply_similarity(turned, rotation, translation)
+        got = apply_similarity(vertices, flip_r[a], flip_t[a])
+        assert torch.allclose(got, expected, atol=1e-5)
+        # same placed centroid: a flip turns the object in place
+        assert torch.allclose(got.mean(1), apply_similarity(vertices, rotation, translation).mean(1), atol=1e-5)
+
+
+def test_candidates_side_by_side_give_the_values_of_separate_fits(moving):
+    clip, model = moving["clip"], moving["model"]
+    config = FitConfig(roi_size=32)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    hand_evidence = HandEvidence(moving["layers"]["right"], moving["inits"][0])
+    gt = clip.gt_object
+    rotations, translations = principal_flips(model.vertices, gt.rotation, gt.translation)
+    poses = [(gt.rotation, gt.translation), (rotations[0], translations[0])]
+    terms = ("obj", "v2d", "pca", "scale", "smooth", "centroid", "collision", "local")
+    separate = []
+    for r, t in poses:
+        hand = make_hand_parameters(hand_evidence, config)
+        separate.append(compute_terms([hand], [hand_evidence], [ObjectParameters(r, t)], [evidence], clip.K,
+                                      clip.image_size, terms, config))
+    tiled_hand = tile_hand_evidence(hand_evidence, 2)
+    hand = make_hand_parameters(tiled_hand, config, candidates=2)
+    objects = ObjectParameters(torch.cat([poses[0][0], poses[1][0]]), torch.cat([poses[0][1], poses[1][1]]),
+                               candidates=2)
+    together = compute_terms([hand], [tiled_hand], [objects], [tile_object_evidence(evidence, 2)], clip.K,
+                             clip.image_size, terms, config)
+    for t in terms:
+        expected = torch.cat([separate[0][t], separate[1][t]])
+        assert torch.allclose(together[t], expected, rtol=1e-4, atol=1e-7), (t, together[t], expected)
+    assert together["obj"][1] > together["obj"][0]  # the flipped box does not fit the silhouette
+
+
+@pytest.fixture(scope="module")
+def bottle(tmp_path_factory):
+    # A mustard bottle held in the hand, 4 frames: its silhouette-only init is flipped (asserted below).
+    return _clip(tmp_path_factory, "bottle", "006_mustard_bottle", seed=0, frames=4, clip_length=4, stride=1)
+
+
+def test_a_flipped_silhouette_init_keeps_the_true_pose_among_the_joint_fit_candidates(bottle):
+    # What the candidates give the joint fit. The acceptance goal of issue 9 (the joint fit
+    # ends within 20 degrees here) is not met: the full objective does not pick this
+    # candidate reliably (bench/RESULTS.md "Fit mechanisms (issue 9)").
+    from hodata.fitting.object_init import initialise_object_pose
+
+    clip, model = bottle["clip"], bottle["model"]
+    init = initialise_object_pose(model.vertices, model.faces, clip.K, clip.object_boxes, clip.object_masks,
+                                  _init_config(), generator=torch.Generator().manual_seed(0))
+    truth = clip.gt_object.rotation
+    assert rotation_angle_between(init.rotation, truth).mean() > 150  # silhouette-only: flipped
+    rotations, _ = distinct_candidates(init, model.vertices, count=4)
+    errors = torch.stack([rotation_angle_between(r, truth).mean() for r in rotations])
+    assert errors[0] > 150 and errors[1:].min() < 30, errors  # a half turn of the init's choice is near the truth
+
+
+def test_distinct_candidates_skip_near_duplicates(bottle):
+    from hodata.fitting.object_init import ObjectInitResult
+
+    model = bottle["model"]
+    gt = bottle["clip"].gt_object
+    # the init's second candidate duplicates its first (5 degrees about z in every frame)
+    c, s = torch.cos(torch.tensor(0.087)), torch.sin(torch.tensor(0.087))
+    turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    near = gt.rotation @ turn
+    result = ObjectInitResult(gt.rotation, gt.translation, torch.ones(len(gt.rotation)), torch.ones(2),
+                              torch.stack([gt.rotation, near]), torch.stack([gt.translation, gt.translation]))
+    rotations, translations = distinct_candidates(result, model.vertices, count=6, min_angle=30.0)
+    # the init's duplicate is dropped; the best and its three half turns remain
+    assert rotations.shape[0] == 4 and translations.shape == (4,) + gt.translation.shape
+    assert torch.equal(rotations[0], gt.rotation)
+    one, _ = distinct_candidates(result, model.vertices, count=1)
+    assert one.shape[0] == 1
