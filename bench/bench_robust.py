@@ -164,13 +164,14 @@ def _init_worker(nice: int) -> None:
 
 def build_scene(root: str, spec_dict: dict, image_size: tuple[int, int], cache: str) -> dict:
     """Worker: write one scene (unless its record already matches the spec) -> its record."""
-    from hodata.datasets.synthetic_scenes import SCENES_DIR, SceneSpec, write_scene
+    from hodata.datasets.synthetic_scenes import SCENES_DIR, SceneSpec, scene_version, write_scene
 
     spec = SceneSpec.from_dict(spec_dict)
     path = Path(root) / SCENES_DIR / f"{spec.name}.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if record.get("spec") == spec.to_dict() and record.get("image_size") == list(image_size):
+        if (record.get("spec") == spec.to_dict() and record.get("image_size") == list(image_size)
+                and record.get("version", 1) == scene_version(spec)):
             return record
     return write_scene(root, spec, image_size=image_size, cache_dir=cache)
 
