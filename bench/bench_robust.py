@@ -1,7 +1,7 @@
 """Robustness benchmark: fit factor-controlled HO-3D-layout scenes and report per factor.
 
     python bench/bench_robust.py [--factors motion,size] [--clips RB03,RB04 | --clips 5]
-        [--steps 200] [--workers 2] [--out bench/robust.json]
+        [--steps 200] [--workers 2] [--out bench/robust.json] [--resume]
         [--config smooth_mode=accel --config weights.smooth=100 --config init.n_hypotheses=20]
         [--disable smooth]
     python bench/bench_robust.py --compare bench/robust_baseline.json after.json
@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", default="480x640", help="HxW of the written frames")
     parser.add_argument("--seed", type=int, default=0, help="hand-init noise and object-init seed")
     parser.add_argument("--build-only", action="store_true", help="write the scenes and stop")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the clips already in --out when its conditions match (config, methods, seed, size)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                         help="print the per-factor comparison of two saved runs and stop")
     args = parser.parse_args(argv)
@@ -444,13 +446,23 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads_per_worker": 1, "contact_tolerance_m": 0.0,
     }
     results = {"conditions": conditions, "clips": {}}
+    if args.resume and args.out and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        same = ("methods", "fit_config", "init_config", "seed", "image_size")
+        if all(json.loads(json.dumps(previous["conditions"].get(k), default=float)) ==
+               json.loads(json.dumps(conditions[k], default=float)) for k in same):
+            results["clips"] = {n: c for n, c in previous["clips"].items() if c["result"]["status"] == "fitted"}
+            print(f"resuming: {len(results['clips'])} clip(s) kept from {args.out}", flush=True)
+        else:
+            raise SystemExit(f"--resume: {args.out} was run with other conditions; use another --out")
     fit_dict = dataclasses.asdict(fit_config)
     init_dict = dataclasses.asdict(init_config)
     t0 = time.perf_counter()
+    todo = interleaved([n for n in records if n not in results["clips"]], records)
     with ProcessPoolExecutor(max_workers=max(args.workers, 1), initializer=_init_worker,
                              initargs=(args.nice,)) as pool:
-        futures = {pool.submit(fit_scene, str(root), name, rec["spec"]["hand_noise"], str(cache), fit_dict,
-                               init_dict, methods, args.seed): name for name, rec in records.items()}
+        futures = {pool.submit(fit_scene, str(root), name, records[name]["spec"]["hand_noise"], str(cache), fit_dict,
+                               init_dict, methods, args.seed): name for name in todo}
         for future in as_completed(futures):
             name = futures[future]
             try:
@@ -474,6 +486,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(factor_table(results))
     return 0
+
+
+def interleaved(names: list[str], records: dict) -> list[str]:
+    """Fit order: one scene of every factor, then a second of every factor, ... so that an
+    interrupted run still covers every factor."""
+    by_factor: dict[str, list[str]] = {}
+    for name in names:
+        by_factor.setdefault(records[name]["spec"]["factor"], []).append(name)
+    order = []
+    while any(by_factor.values()):
+        for queue in by_factor.values():
+            if queue:
+                order.append(queue.pop(0))
+    return order
 
 
 def _ordered(results: dict, order: list[str]) -> dict:
