@@ -5,6 +5,7 @@
         [--config smooth_mode=accel --config weights.smooth=100 --config init.n_hypotheses=20]
         [--disable smooth]
     python bench/bench_robust.py --compare bench/robust_baseline.json after.json
+    python bench/bench_robust.py --show bench/robust_baseline.json
 
 Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (44 scenes: 3 nominal replicates,
 each factor varied on its own around the nominal scene, 4 scenes with every factor drawn at
@@ -321,6 +322,22 @@ def factor_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def scenes_table(results: dict) -> str:
+    """Markdown table: each scene's realised factors (from its generation record)."""
+    header = ["scene", "object", "motion cm / deg per fitted frame", "occlusion %", "distance m", "focal px",
+              "grasp", "mask IoU", "min hand-object gap mm", "hand noise x", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, clip in results["clips"].items():
+        spec, real = clip["spec"], clip["realised"]
+        grasp = spec["grasp"] + (f" ({'+'.join(spec['fingers_off'])} off)" if spec["fingers_off"] else "")
+        iou = f"{real['mask_iou']:.2f}" + (f", missed {real['missed_frames']}" if real["missed_frames"] else "")
+        lines.append("| " + " | ".join([
+            name, spec["object_id"], f"{100 * real['translation_m']:.2f} / {real['rotation_deg']:.1f}",
+            f"{100 * real['occlusion']:.0f}", f"{real['distance_m']:.2f}", f"{real['focal_px']:.0f}", grasp, iou,
+            f"{real['min_clearance_mm']:.2f}", f"{spec['hand_noise']:g}", clip["result"]["status"]]) + " |")
+    return "\n".join(lines)
+
+
 def compare_table(a: dict, b: dict) -> str:
     """Per factor level: metric A -> B for each method, over clips fitted in both runs."""
     common = [n for n in a["clips"] if n in b["clips"]
@@ -392,8 +409,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the clips already in --out when its conditions match (config, methods, seed, size)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                         help="print the per-factor comparison of two saved runs and stop")
+    parser.add_argument("--show", type=Path, metavar="RUN.json",
+                        help="print the per-factor table and the scenes' realised factors of a saved run and stop")
     args = parser.parse_args(argv)
 
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print(factor_table(saved))
+        print()
+        print(scenes_table(saved))
+        return 0
     if args.compare:
         a, b = (json.loads(p.read_text()) for p in args.compare)
         print(compare_table(a, b))
