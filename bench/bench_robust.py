@@ -14,7 +14,7 @@ their spec is unchanged. Each scene is one clip of 10 frames at stride 4 read ba
 real adapter (HO3DDataset, `gt` evidence: boxes from the ground truth, masks from the written
 seg files, which carry the scene's mask noise). Hand init: SimulatedHandEstimator with the
 scene's noise level (default noise x `hand_noise`). Both methods share one object init per
-clip (`hodata.fitting.fit_clip`). Metrics: `hodata.evaluation.evaluate_fit_against_clip` (the
+clip (`hodata.fitting.fit_clip`). Metrics: `hodata.app.evaluate.evaluate_fit_against_clip` (the
 `hodata eval` route: exact SDF for penetration / contact, contact tolerance 0 as the paper),
 plus the object rotation error, the per-frame ADD-S maximum, and the hand init's own errors
 (method "init").
@@ -193,7 +193,8 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
     from hodata.datasets.ho3d import HO3DDataset
     from hodata.datasets.synthetic_scenes import CLIP_LENGTH, STRIDE, hand_noise_kwargs
     from hodata.errors import HodataError
-    from hodata.evaluation import ObjectModelCache, evaluate_fit_against_clip
+    from hodata.app.evaluate import ObjectModelCache, evaluate_fit_against_clip
+    from hodata.evidence.gt import gt_clip_evidence
     from hodata.evidence.hand_init import SimulatedHandEstimator
     from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
     from hodata.metrics import hand as hand_metrics
@@ -210,7 +211,8 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
         inits = estimator(clip)
         layers = {h.side: estimator.layer(h.side, h.model_name, torch.float32, torch.device("cpu"))
                   for h in clip.gt_hands}
-        fits = fit_clip(clip, model, inits, layers, config, init_config, methods=methods, device="cpu", seed=seed)
+        evidence = gt_clip_evidence(clip, lambda _: inits)
+        fits = fit_clip(clip, evidence, model, layers, config, init_config, methods=methods, device="cpu", seed=seed)
     except HodataError as exc:
         return {"status": "failed", "message": str(exc), "seconds": time.perf_counter() - start}
 

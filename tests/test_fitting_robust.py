@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hodata.evidence.gt import gt_clip_evidence
 from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
 from hodata.fitting.joint import HandEvidence, compute_terms, make_hand_parameters, object_evidence
 from hodata.fitting.joint import tile_hand_evidence, tile_object_evidence
@@ -59,7 +60,8 @@ def test_fit_follows_an_object_moving_over_1cm_per_fitted_frame(moving):
     results = {}
     for name, config in (("hodata", FitConfig(steps_stage1=100, steps_stage2=20, roi_size=64, object_candidates=1)),
                          ("paper", FitConfig.paper(steps_stage1=100, steps_stage2=20, roi_size=64))):
-        results[name] = fit_clip(clip, moving["model"], moving["inits"], moving["layers"], config, _init_config(),
+        evidence = gt_clip_evidence(clip, lambda _: moving["inits"])
+        results[name] = fit_clip(clip, evidence, moving["model"], moving["layers"], config, _init_config(),
                                  methods=("joint",), device="cpu", seed=0)["joint"]
     fitted = results["hodata"].objects[0].vertices
     per_frame = add_s(fitted, truth)
