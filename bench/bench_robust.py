@@ -1,10 +1,11 @@
 """Robustness benchmark: fit factor-controlled HO-3D-layout scenes and report per factor.
 
     python bench/bench_robust.py [--factors motion,size] [--clips RB03,RB04 | --clips 5]
-        [--steps 200] [--workers 2] [--out bench/robust.json]
+        [--steps 200] [--workers 2] [--out bench/robust.json] [--resume]
         [--config smooth_mode=accel --config weights.smooth=100 --config init.n_hypotheses=20]
         [--disable smooth]
     python bench/bench_robust.py --compare bench/robust_baseline.json after.json
+    python bench/bench_robust.py --show bench/robust_baseline.json
 
 Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (44 scenes: 3 nominal replicates,
 each factor varied on its own around the nominal scene, 4 scenes with every factor drawn at
@@ -164,13 +165,14 @@ def _init_worker(nice: int) -> None:
 
 def build_scene(root: str, spec_dict: dict, image_size: tuple[int, int], cache: str) -> dict:
     """Worker: write one scene (unless its record already matches the spec) -> its record."""
-    from hodata.datasets.synthetic_scenes import SCENES_DIR, SceneSpec, write_scene
+    from hodata.datasets.synthetic_scenes import SCENES_DIR, SceneSpec, scene_version, write_scene
 
     spec = SceneSpec.from_dict(spec_dict)
     path = Path(root) / SCENES_DIR / f"{spec.name}.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if record.get("spec") == spec.to_dict() and record.get("image_size") == list(image_size):
+        if (record.get("spec") == spec.to_dict() and record.get("image_size") == list(image_size)
+                and record.get("version", 1) == scene_version(spec)):
             return record
     return write_scene(root, spec, image_size=image_size, cache_dir=cache)
 
@@ -320,6 +322,22 @@ def factor_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def scenes_table(results: dict) -> str:
+    """Markdown table: each scene's realised factors (from its generation record)."""
+    header = ["scene", "object", "motion cm / deg per fitted frame", "occlusion %", "distance m", "focal px",
+              "grasp", "mask IoU", "min hand-object gap mm", "hand noise x", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, clip in results["clips"].items():
+        spec, real = clip["spec"], clip["realised"]
+        grasp = spec["grasp"] + (f" ({'+'.join(spec['fingers_off'])} off)" if spec["fingers_off"] else "")
+        iou = f"{real['mask_iou']:.2f}" + (f", missed {real['missed_frames']}" if real["missed_frames"] else "")
+        lines.append("| " + " | ".join([
+            name, spec["object_id"], f"{100 * real['translation_m']:.2f} / {real['rotation_deg']:.1f}",
+            f"{100 * real['occlusion']:.0f}", f"{real['distance_m']:.2f}", f"{real['focal_px']:.0f}", grasp, iou,
+            f"{real['min_clearance_mm']:.2f}", f"{spec['hand_noise']:g}", clip["result"]["status"]]) + " |")
+    return "\n".join(lines)
+
+
 def compare_table(a: dict, b: dict) -> str:
     """Per factor level: metric A -> B for each method, over clips fitted in both runs."""
     common = [n for n in a["clips"] if n in b["clips"]
@@ -387,10 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", default="480x640", help="HxW of the written frames")
     parser.add_argument("--seed", type=int, default=0, help="hand-init noise and object-init seed")
     parser.add_argument("--build-only", action="store_true", help="write the scenes and stop")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the clips already in --out when its conditions match (config, methods, seed, size)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                         help="print the per-factor comparison of two saved runs and stop")
+    parser.add_argument("--show", type=Path, metavar="RUN.json",
+                        help="print the per-factor table and the scenes' realised factors of a saved run and stop")
     args = parser.parse_args(argv)
 
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print(factor_table(saved))
+        print()
+        print(scenes_table(saved))
+        return 0
     if args.compare:
         a, b = (json.loads(p.read_text()) for p in args.compare)
         print(compare_table(a, b))
@@ -443,13 +471,23 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads_per_worker": 1, "contact_tolerance_m": 0.0,
     }
     results = {"conditions": conditions, "clips": {}}
+    if args.resume and args.out and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        same = ("methods", "fit_config", "init_config", "seed", "image_size")
+        if all(json.loads(json.dumps(previous["conditions"].get(k), default=float)) ==
+               json.loads(json.dumps(conditions[k], default=float)) for k in same):
+            results["clips"] = {n: c for n, c in previous["clips"].items() if c["result"]["status"] == "fitted"}
+            print(f"resuming: {len(results['clips'])} clip(s) kept from {args.out}", flush=True)
+        else:
+            raise SystemExit(f"--resume: {args.out} was run with other conditions; use another --out")
     fit_dict = dataclasses.asdict(fit_config)
     init_dict = dataclasses.asdict(init_config)
     t0 = time.perf_counter()
+    todo = interleaved([n for n in records if n not in results["clips"]], records)
     with ProcessPoolExecutor(max_workers=max(args.workers, 1), initializer=_init_worker,
                              initargs=(args.nice,)) as pool:
-        futures = {pool.submit(fit_scene, str(root), name, rec["spec"]["hand_noise"], str(cache), fit_dict,
-                               init_dict, methods, args.seed): name for name, rec in records.items()}
+        futures = {pool.submit(fit_scene, str(root), name, records[name]["spec"]["hand_noise"], str(cache), fit_dict,
+                               init_dict, methods, args.seed): name for name in todo}
         for future in as_completed(futures):
             name = futures[future]
             try:
@@ -473,6 +511,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(factor_table(results))
     return 0
+
+
+def interleaved(names: list[str], records: dict) -> list[str]:
+    """Fit order: one scene of every factor, then a second of every factor, ... so that an
+    interrupted run still covers every factor."""
+    by_factor: dict[str, list[str]] = {}
+    for name in names:
+        by_factor.setdefault(records[name]["spec"]["factor"], []).append(name)
+    order = []
+    while any(by_factor.values()):
+        for queue in by_factor.values():
+            if queue:
+                order.append(queue.pop(0))
+    return order
 
 
 def _ordered(results: dict, order: list[str]) -> dict:

@@ -18,7 +18,8 @@ own (the rest stay at the nominal scene, `NOMINAL`):
 - the grasp (`grasp`: "wrap" the object against the palm with every finger closing on it,
   "palm" a face flat on the palm with the fingers barely bent, "pinch" the object off the
   palm, under the fingers, held by the thumb, index and middle fingertips with ring and
-  little fingers off it; `fingers_off` keeps named fingers nearly straight and off the
+  little fingers off it (placements tried until the thumb tip and an index or middle tip are
+  within `PINCH_TIP_MM`, else the closest one); `fingers_off` keeps named fingers nearly straight and off the
   object). Every grasp is checked with the exact signed distance (no hand vertex more than
   `hodata.datasets.synthetic.CONTACT_GAP` inside the object) and must touch it;
 - hand-object occlusion (`occlusion`: the fraction of the object's silhouette hidden by the
@@ -62,6 +63,7 @@ ORIENTATIONS = ("nominal", "uniform")
 FINGERS = ("index", "middle", "little", "ring", "thumb")
 MAX_UNIFORM_OCCLUSION = 0.6
 CONTACT_MM = 2.0     # a grasp touches the object when some hand vertex is within this distance
+PINCH_TIP_MM = 8.0   # a pinch is accepted when the thumb tip and an index / middle tip are this close
 OFF_CLOSURE = 0.15   # closure of a finger kept off the object (nearly straight)
 VIEW_MARGIN = 0.03   # fraction of the smaller image side kept free around the object
 BASE_NOISE = {"pixel_jitter": 4.0, "scale_error": 0.15, "pose_noise": 0.5, "rotation_noise_deg": 8.0,
@@ -142,6 +144,12 @@ class SceneSpec:
 
 
 NOMINAL = SceneSpec(name="nominal")
+
+
+def scene_version(spec: SceneSpec) -> int:
+    """Version of the generation of this kind of scene, stored in its record: a cached scene
+    whose record holds another version is stale (2: pinch placements chosen by fingertip gaps)."""
+    return 2 if spec.grasp == "pinch" else 1
 
 
 def hand_noise_kwargs(level: float) -> dict:
@@ -335,7 +343,7 @@ def occlusion_fractions(obj_cv: torch.Tensor, obj_faces: torch.Tensor, hand_cv: 
 
 def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, model) -> tuple[dict, torch.Tensor]:
     """(make_grasp result, betas) for the spec's grasp type; HodataError if no contact."""
-    from hodata.datasets.synthetic import make_grasp
+    from hodata.datasets.synthetic import _exact_sdf, make_grasp
 
     dtype = torch.float64
     coeffs = torch.zeros(1, pca_layer.num_pca_comps, dtype=dtype)
@@ -351,16 +359,27 @@ def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, mode
         options = [dict(face_palm=True, max_closure=0.7)]
     else:  # pinch: off the palm, under the fingers; try closer placements until the fingertips reach it
         fixed = {"ring": 0.35, "little": 0.35, **fixed}
-        options = [dict(slide=slide, standoff=standoff) for slide, standoff in (
-            (0.04, min(0.02, 0.3 * extent)), (0.035, 0.012), (0.03, 0.006), (0.02, 0.0))]
-    grasp = None
+        options = [dict(slide=slide, standoff=min(standoff, 0.5 * extent)) for slide, standoff in (
+            (0.05, 0.03), (0.05, 0.02), (0.03, 0.02), (0.07, 0.02))]
+    best = None
     for option in options:
         grasp = make_grasp(layer, model, grasp_pose, roll=roll, flip_axis=flip_axis, betas=betas,
                            fixed_closure=fixed, **option)
-        tips_on = [f for f in ("thumb", "index", "middle") if grasp["finger_clearance"][f] * 1000 <= CONTACT_MM]
-        if spec.grasp != "pinch" or ("thumb" in tips_on and len(tips_on) >= 2):
+        grasp["options"] = {**option, "fixed_closure": fixed}
+        if spec.grasp != "pinch":
+            best = (0.0, grasp)
             break
-    grasp["options"] = {**options[options.index(option)], "fixed_closure": fixed}
+        # thumb tip and the nearer of the index / middle tips on the surface (tip vertices sit
+        # a few mm beyond the pad that touches)
+        placed = model.vertices @ grasp["object_rotation"].T + grasp["object_translation"]
+        tips = _exact_sdf(grasp["joints"][None, 16:19], placed, model.faces)[0]
+        grasp["tip_gaps_mm"] = (tips * 1000).tolist()
+        score = float(tips[0].clamp(min=0) + tips[1:].min().clamp(min=0))
+        if best is None or score < best[0]:
+            best = (score, grasp)
+        if float(tips[0]) * 1000 <= PINCH_TIP_MM and float(tips[1:].min()) * 1000 <= PINCH_TIP_MM:
+            break
+    grasp = best[1]
     if grasp["min_clearance"] * 1000 > CONTACT_MM:
         raise HodataError(f"scene {spec.name}: the {spec.grasp} grasp does not touch the {spec.object_id} "
                           f"(nearest hand vertex {grasp['min_clearance'] * 1000:.1f} mm away); change the seed")
@@ -571,6 +590,7 @@ def write_scene(root: str | Path, spec: SceneSpec, image_size: tuple[int, int] =
     kept = [ious[t] for t in fitted if t in ious and t not in missed]
     record = {
         "spec": spec.to_dict(),
+        "version": scene_version(spec),
         "listing": written["listing"],
         "frames": frames,
         "image_size": list(image_size),

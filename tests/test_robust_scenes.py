@@ -1,0 +1,285 @@
+"""Factor-controlled scenes (hodata.datasets.synthetic_scenes): each factor is what was asked,
+measured from the written files through the real adapter, not from the generator's record."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from hodata.datasets.ho3d import HO3DDataset, read_segmentation
+from hodata.datasets.synthetic_scenes import (
+    CLIP_LENGTH,
+    FACTOR_FIELDS,
+    NOMINAL,
+    STRIDE,
+    SceneSpec,
+    benchmark_specs,
+    hand_noise_kwargs,
+    make_scene_ho3d,
+    mask_iou,
+    perturb_mask,
+    read_scene_records,
+    uniform_rotations,
+)
+from hodata.errors import HodataError
+from hodata.geometry.raster import render_labels
+from hodata.geometry.rotations import geodesic_distance
+from hodata.geometry.sdf import mesh_signed_distance
+
+SIZE = (240, 320)
+FITTED = list(range(0, 37, STRIDE))
+SPECS = [
+    # motion, occlusion, distance and focal off their nominal values at once (each measured on its own)
+    SceneSpec("MOVE", translation_m=0.015, rotation_deg=10.0, occlusion=0.4, distance_m=0.35, focal_px=1000.0,
+              seed=11),
+    SceneSpec("TURN", translation_m=0.0, rotation_deg=15.0, occlusion=0.0, seed=12),
+    SceneSpec("PINCH", grasp="pinch", seed=13),
+    SceneSpec("PALM", grasp="palm", object_id="004_sugar_box", seed=14),
+    SceneSpec("OFF", fingers_off=("ring", "little"), seed=15),
+    SceneSpec("UPRIGHT", orientation="uniform", occlusion=None, seed=16),
+    SceneSpec("NOISY", mask_iou=0.8, missed_frames=1, seed=17),
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mesh_cache")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, cache):
+    return make_scene_ho3d(tmp_path_factory.mktemp("scenes"), SPECS, image_size=SIZE, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def clips(root, cache):
+    ds = HO3DDataset(root, clip_length=CLIP_LENGTH, stride=STRIDE, cache_dir=cache, dtype=torch.float64)
+    return {clip.sequence: (clip, ds.model_for_clip(clip)) for clip in ds}
+
+
+def _hand_faces():
+    from hodata import handmodel
+
+    return handmodel.load("right", use_pca=False, flat_hand_mean=True).faces.long()
+
+
+def test_adapter_reads_every_scene(root, clips):
+    assert sorted(clips) == sorted(s.name for s in SPECS)
+    for clip, _ in clips.values():
+        assert clip.dataset == "synthetic" and len(clip) == CLIP_LENGTH
+        assert clip.frame_ids == [f"{t:04d}" for t in FITTED]
+        assert clip.image_size == SIZE and clip.gt_hands and clip.gt_hands[0].vertices.shape[1] > 0
+    assert set(read_scene_records(root)) == {s.name for s in SPECS}
+
+
+def test_motion_per_fitted_frame_is_as_asked(clips):
+    for name in ("MOVE", "TURN", "PINCH"):
+        spec = next(s for s in SPECS if s.name == name)
+        clip, _ = clips[name]
+        centroids = clip.gt_object.vertices.mean(1)
+        steps = (centroids[1:] - centroids[:-1]).norm(dim=-1)
+        angles = geodesic_distance(clip.gt_object.rotation[:-1], clip.gt_object.rotation[1:]) * 180 / math.pi
+        assert float(steps.mean()) == pytest.approx(spec.translation_m, abs=1e-4), name
+        assert float(angles.mean()) == pytest.approx(spec.rotation_deg, abs=0.1), name
+        if spec.translation_m > 0:  # the speed varies along the clip, as in real manipulation
+            assert float(steps.max() - steps.min()) > 0.2 * spec.translation_m
+        # the hand moves with the object: hand-to-object offset in the object's frame is constant
+        hand_c = clip.gt_hands[0].vertices.mean(1)
+        local = ((hand_c - clip.gt_object.translation)[:, None] @ clip.gt_object.rotation)[:, 0]
+        assert float((local - local[0]).norm(dim=-1).max()) < 1e-4
+
+
+def test_occlusion_from_rendered_labels(root, clips):
+    hand_faces = _hand_faces()
+    for name, target in (("MOVE", 0.4), ("TURN", 0.0), ("PINCH", 0.2)):
+        clip, model = clips[name]
+        alone = render_labels([(clip.gt_object.vertices, model.faces)], clip.K, SIZE)[0] == 1
+        hidden = []
+        for t, frame in enumerate(clip.frame_ids):
+            obj, hand = read_segmentation(root / "train" / name / "seg" / f"{frame}.png", SIZE)
+            hidden.append(1.0 - obj.sum() / alone[t].sum().item())
+            assert not (obj & ~alone[t].numpy()).any(), "visible object pixels lie inside the object's silhouette"
+        assert np.mean(hidden) == pytest.approx(target, abs=0.1), name
+    # the occluder really is the hand: re-rendering both meshes gives the written labels
+    clip, model = clips["MOVE"]
+    labels = render_labels([(clip.gt_object.vertices, model.faces), (clip.gt_hands[0].vertices, hand_faces)],
+                           clip.K, SIZE)[0]
+    obj, hand = read_segmentation(root / "train" / "MOVE" / "seg" / "0016.png", SIZE)
+    assert mask_iou(obj, labels[4].numpy() == 1) > 0.97 and mask_iou(hand, labels[4].numpy() == 2) > 0.97
+
+
+def test_camera_distance_and_focal(clips):
+    clip, _ = clips["MOVE"]
+    assert float(clip.K[0, 0]) == pytest.approx(1000.0 * SIZE[1] / 640, rel=1e-6)
+    assert float(clip.K[1, 1]) == pytest.approx(1000.0 * SIZE[1] / 640, rel=1e-6)
+    assert float(clip.gt_object.vertices.mean(1)[:, 2].mean()) == pytest.approx(0.35, abs=0.01)
+    nominal, _ = clips["PINCH"]
+    assert float(nominal.K[0, 0]) == pytest.approx(NOMINAL.focal_px * SIZE[1] / 640, rel=1e-6)
+    assert float(nominal.gt_object.vertices.mean(1)[:, 2].mean()) == pytest.approx(0.5, abs=0.01)
+    for clip, _ in clips.values():  # the object stays in the image
+        pix = clip.gt_object.vertices @ clip.K.T
+        pix = pix[..., :2] / pix[..., 2:]
+        assert float(pix.min()) >= 0 and float(pix[..., 0].max()) <= SIZE[1] - 1 and float(pix[..., 1].max()) <= SIZE[0] - 1
+
+
+def test_uniform_orientations_cover_so3():
+    rotations = uniform_rotations(np.random.default_rng(0), 4000)
+    angles = geodesic_distance(torch.eye(3, dtype=rotations.dtype), rotations).numpy()
+    # Haar measure: angle density (1 - cos a) / pi on [0, pi], CDF (a - sin a) / pi
+    assert stats.kstest(angles, lambda a: (a - np.sin(a)) / np.pi).pvalue > 0.01
+    up = rotations[:, :, 2].numpy()   # where the object's z axis points in the camera
+    assert abs(float((up[:, 1] > 0).mean()) - 0.5) < 0.03, "upside down (image y down) as often as upright"
+    assert np.abs(up.mean(0)).max() < 0.05
+
+
+def test_uniform_scene_writes_the_drawn_rotation(root, clips):
+    record = read_scene_records(root)["UPRIGHT"]
+    clip, _ = clips["UPRIGHT"]
+    drawn = torch.tensor(record["realised"]["object_rotation_frame0"], dtype=torch.float64)
+    assert float(geodesic_distance(drawn, clip.gt_object.rotation[0])) < 1e-4
+    assert record["realised"]["occlusion"] <= 0.6 + 0.05
+
+
+def test_grasps_touch_without_penetration(clips):
+    for name in ("PINCH", "PALM", "OFF", "MOVE"):
+        clip, model = clips[name]
+        hand = clip.gt_hands[0]
+        sdf = mesh_signed_distance(hand.vertices, clip.gt_object.vertices, model.faces)  # (T, V)
+        assert float(sdf.min()) > -1e-3, f"{name}: {float(-sdf.min()) * 1000:.2f} mm inside the object"
+        assert float(sdf.min(1).values.max()) < 2e-3, f"{name}: the hand touches the object in every frame"
+        tips = mesh_signed_distance(hand.joints[:, 16:21], clip.gt_object.vertices, model.faces)[0]  # thumb..little
+        if name == "PINCH":  # fingertips on it, the palm off it
+            assert float(tips[0]) < 0.01 and float(tips[1:3].min()) < 0.01
+            palm = mesh_signed_distance(hand.joints[:1, [0, 1, 4, 7, 10]].mean(1, keepdim=True),
+                                        clip.gt_object.vertices[:1], model.faces)[0, 0]
+            assert float(palm) > 0.01
+        if name == "OFF":  # ring and little fingertips off the object
+            assert float(tips[3:].min()) > 0.008
+
+
+def test_mask_noise_in_the_evidence_only(root, clips):
+    clip, model = clips["NOISY"]
+    record = read_scene_records(root)["NOISY"]
+    missed = record["realised"]["missed_frames"]
+    assert len(missed) == 1 and missed[0] in FITTED and missed[0] != 0
+    ious = []
+    for t, frame in enumerate(clip.frame_ids):
+        true_obj, _ = read_segmentation(root / "train" / "NOISY" / "seg_true" / f"{frame}.png", SIZE)
+        evidence = (clip.object_masks[t] > 0).numpy()
+        if int(frame) in missed:
+            assert not evidence.any(), "the missed detection has no object mask"
+            continue
+        ious.append(mask_iou(evidence, true_obj))
+    assert np.mean(ious) == pytest.approx(0.8, abs=0.03) and min(ious) > 0.72
+    # the ground truth is untouched: the true labels are the rendered ground truth
+    labels = render_labels([(clip.gt_object.vertices, model.faces), (clip.gt_hands[0].vertices, _hand_faces())],
+                           clip.K, SIZE)[0]
+    true_obj, _ = read_segmentation(root / "train" / "NOISY" / "seg_true" / "0008.png", SIZE)
+    assert mask_iou(true_obj, labels[2].numpy() == 1) > 0.97
+
+
+def test_perturb_mask_reaches_the_target_with_ragged_edges():
+    yy, xx = np.mgrid[0:200, 0:240]
+    disc = (yy - 100) ** 2 + (xx - 120) ** 2 <= 50 ** 2
+    for target in (0.9, 0.8, 0.7):
+        noisy = perturb_mask(disc, target, np.random.default_rng(int(target * 10)))
+        assert mask_iou(noisy, disc) == pytest.approx(target, abs=0.01)
+        assert (noisy & ~disc).any() or (disc & ~noisy).any()
+    noisy = perturb_mask(disc, 0.7, np.random.default_rng(3))
+    from scipy.ndimage import binary_erosion, label
+
+    core = binary_erosion(disc, iterations=15)
+    assert (core & ~noisy).any(), "holes inside, not only edge changes"
+    assert label(~noisy)[1] >= 2, "a hole is a separate background component"
+    assert np.array_equal(perturb_mask(disc, 1.0, np.random.default_rng(0)), disc)
+
+
+def test_benchmark_varies_each_factor_on_its_own():
+    specs = benchmark_specs()
+    assert len(specs) >= 30 and len({s.name for s in specs}) == len(specs)
+    bookkeeping = {"name", "factor", "level", "seed", "move_back"}
+    nominal = dataclasses.asdict(NOMINAL)
+    for spec in specs:
+        if spec.factor == "all":
+            continue
+        changed = {k for k, v in dataclasses.asdict(spec).items() if nominal[k] != v} - bookkeeping
+        assert changed <= set(FACTOR_FIELDS[spec.factor]), f"{spec.name} changes {changed}"
+        assert spec.factor == "nominal" or changed, f"{spec.name} changes nothing"
+    by = {f: [s for s in specs if s.factor == f] for f in FACTOR_FIELDS}
+    assert max(s.translation_m for s in by["motion"]) == pytest.approx(0.02)
+    assert max(s.rotation_deg for s in by["motion"]) == 15.0 and min(s.rotation_deg for s in by["motion"]) == 0.0
+    assert {"037_scissors", "011_banana", "003_cracker_box", "019_pitcher_base"} <= {s.object_id for s in by["size"]}
+    assert max(s.occlusion for s in by["occlusion"]) == 0.6
+    assert {s.distance_m for s in by["distance"]} | {NOMINAL.distance_m} >= {0.3, 0.8}
+    assert min(s.focal_px for s in by["focal"]) == 500.0 and max(s.focal_px for s in by["focal"]) == 1400.0
+    assert {s.grasp for s in by["grasp"]} >= {"pinch", "palm"} and any(s.fingers_off for s in by["grasp"])
+    assert any(s.missed_frames for s in by["mask_noise"]) and min(s.mask_iou for s in by["mask_noise"]) <= 0.7
+    assert len(by["orientation"]) >= 3 and all(s.orientation == "uniform" for s in by["orientation"])
+    assert len([s for s in specs if s.factor == "all"]) >= 3
+
+
+def test_hand_noise_levels_scale_the_estimator_defaults():
+    from hodata.evidence.hand_init import SimulatedHandEstimator
+
+    default = SimulatedHandEstimator()
+    doubled = SimulatedHandEstimator(**hand_noise_kwargs(2.0))
+    for key in ("pixel_jitter", "scale_error", "pose_noise", "rotation_noise_deg", "vertex_jitter"):
+        assert getattr(doubled, key) == pytest.approx(2.0 * getattr(default, key)), key
+    assert SimulatedHandEstimator(**hand_noise_kwargs(1.0)).pose_noise == default.pose_noise
+
+
+def test_bad_specs_are_refused(tmp_path):
+    with pytest.raises(HodataError, match="grasp"):
+        SceneSpec("X", grasp="claw").check()
+    with pytest.raises(HodataError, match="unknown catalog object"):
+        SceneSpec("X", object_id="999_nothing").check()
+    with pytest.raises(HodataError, match="unique"):
+        make_scene_ho3d(tmp_path, [SceneSpec("A"), SceneSpec("A")])
+    with pytest.raises(HodataError, match="does not fit"):
+        from hodata.datasets.synthetic_scenes import write_scene
+
+        write_scene(tmp_path, SceneSpec("BIG", distance_m=0.15, focal_px=1400.0),
+                    image_size=SIZE, cache_dir=tmp_path / "cache")
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_robust.py"
+    spec = importlib.util.spec_from_file_location("bench_robust", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_overrides_and_one_short_fit(root, cache):
+    bench = _bench_module()
+    fit, init = bench.parse_overrides(["weights.smooth=5", "steps_stage1=3", "init.n_hypotheses=4",
+                                       "interaction_moves_objects=true"], ["collision"])
+    assert fit.weights["smooth"] == 5.0 and fit.steps_stage1 == 3 and isinstance(fit.steps_stage1, int)
+    assert init.n_hypotheses == 4 and fit.interaction_moves_objects is True and "collision" in fit.disabled
+    with pytest.raises(SystemExit, match="fit.roi_size or init.roi_size"):
+        bench.parse_overrides(["roi_size=3"], [])
+    with pytest.raises(SystemExit, match="no such field"):
+        bench.parse_overrides(["no_such_field=1"], [])
+    fit, init = bench.parse_overrides(["steps_stage1=3", "steps_stage2=3", "init.n_hypotheses=4",
+                                       "init.n_samples=20", "init.steps_first=3", "init.steps_per_frame=2"], [])
+    result = bench.fit_scene(str(root), "NOISY", 1.0, str(cache), dataclasses.asdict(fit), dataclasses.asdict(init),
+                             ("independent", "joint"), 0)
+    assert result["status"] == "failed" and "empty" in result["message"]   # the missed detection
+    result = bench.fit_scene(str(root), "PINCH", 1.0, str(cache), dataclasses.asdict(fit), dataclasses.asdict(init),
+                             ("independent", "joint"), 0)
+    assert result["status"] == "fitted" and set(result["methods"]) == {"independent", "joint", "init"}
+    for method in ("independent", "joint"):
+        metrics = result["methods"][method]
+        for key in ("object_adds_cm", "hand_vertex_cm", "hand_vertex_pa_cm", "penetration_mm", "contact_pct",
+                    "object_rotation_deg"):
+            assert metrics[key] is not None and math.isfinite(metrics[key]), (method, key)
+    table = bench.factor_table({"conditions": {"methods": ["independent", "joint"]},
+                                "clips": {"PINCH": {"spec": {"factor": "grasp", "level": "pinch"}, "result": result}}})
+    assert "grasp: pinch" in table and "ALL clips" in table
