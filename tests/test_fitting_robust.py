@@ -14,7 +14,8 @@ import torch
 
 from hodata.evidence.gt import gt_clip_evidence
 from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
-from hodata.fitting.joint import HandEvidence, compute_terms, make_hand_parameters, object_evidence
+from hodata.fitting.joint import HandEvidence, compute_terms, fit_hands_and_objects, make_hand_parameters
+from hodata.fitting.joint import object_evidence
 from hodata.fitting.joint import tile_hand_evidence, tile_object_evidence
 from hodata.fitting.object_init import distinct_candidates, principal_flips, rotation_angle_between
 from hodata.fitting.scene import ObjectParameters
@@ -161,3 +162,27 @@ def test_distinct_candidates_skip_near_duplicates(bottle):
     assert torch.equal(rotations[0], gt.rotation)
     one, _ = distinct_candidates(result, model.vertices, count=1)
     assert one.shape[0] == 1
+
+
+def test_joint_fit_with_candidates_keeps_the_one_the_evidence_fits(moving):
+    clip, model = moving["clip"], moving["model"]
+    config = FitConfig(steps_stage1=5, steps_stage2=2, roi_size=32, object_candidates=2)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    gt = clip.gt_object
+    # a wrong candidate first (turned 60 degrees about the view axis through the object's
+    # centroid: a clearly different silhouette), the true pose second
+    c, s = 0.5, 3**0.5 / 2
+    turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    centre = model.vertices.mean(0)
+    turned = turn @ gt.rotation
+    turned_t = (gt.rotation @ centre + gt.translation) - turned @ centre
+    rotations = torch.stack([turned, gt.rotation])
+    translations = torch.stack([turned_t, gt.translation])
+    hand_evidence = [HandEvidence(moving["layers"]["right"], moving["inits"][0])]
+    hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(rotations, translations)], clip.K,
+                                                   clip.image_size, config)
+    assert report["candidates"]["chosen"] == 1 and len(report["candidates"]["total"]) == 2
+    assert objects[0].rotation.shape == (len(clip), 3, 3) and objects[0].candidates == 1
+    assert hands[0].pca_pose.shape[0] == len(clip) and "stage2/collision" in report["history"]
+    assert rotation_angle_between(objects[0].rotation, gt.rotation).max() < 10

@@ -419,7 +419,8 @@ def choose_candidate(hands, hand_evidence, objects, object_evidence_list, K, ima
     with torch.no_grad():
         values = compute_terms(hands, hand_evidence, objects, object_evidence_list, K, image_size, terms, config)
         totals = sum(config.weights[t] * v for t, v in values.items())
-    return int(totals.argmin()), totals, values
+    # a candidate whose stage 1 diverged never wins
+    return int(torch.nan_to_num(totals, nan=float("inf")).argmin()), totals, values
 
 
 def fit_hands_and_objects(
