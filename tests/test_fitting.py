@@ -137,14 +137,35 @@ def test_non_finite_loss_restores_parameters_and_flags(scene):
     assert torch.equal(obj.translation.detach(), before)
 
 
-def test_fit_clip_rejects_empty_masks(scene):
+def test_fit_clip_carries_the_object_through_a_missed_frame(scene):
+    """A frame without object evidence (a missed detection) is fitted from its neighbours and
+    flagged; a clip without object evidence in any frame is refused with one line."""
     from dataclasses import replace
 
     from hodata.errors import HodataError
+    from hodata.metrics.object import add_s
 
     clip = scene["clip"]
     masks = clip.object_masks.clone()
     masks[2] = 0
-    with pytest.raises(HodataError, match=clip.frame_ids[2]):
-        bad = replace(clip, object_masks=masks)
-        fit_clip(bad, gt_clip_evidence(bad, lambda _: scene["inits"]), scene["model"], scene["layers"], device="cpu")
+    missed = replace(clip, object_masks=masks)
+    config = FitConfig(steps_stage1=60, steps_stage2=10, roi_size=64)
+    init = ObjectInitConfig(n_samples=200, n_hypotheses=10, n_propagate=3, steps_first=30, steps_per_frame=15)
+    fit = fit_clip(missed, gt_clip_evidence(missed, lambda _: scene["inits"]), scene["model"], scene["layers"],
+                   config, init, device="cpu")["joint"]
+    assert fit.flags["missing_object_evidence"] and fit.loss_history["frames_without_object_evidence"] == [clip.frame_ids[2]]
+    per_frame = add_s(fit.objects[0].vertices, clip.gt_object.vertices)
+    assert per_frame[2] < 2 * per_frame[[1, 3]].max() + 0.005, per_frame
+    with pytest.raises(HodataError, match="no object evidence in any frame"):
+        empty = replace(clip, object_masks=torch.zeros_like(masks))
+        fit_clip(empty, gt_clip_evidence(empty, lambda _: scene["inits"]), scene["model"], scene["layers"], device="cpu")
+
+
+def test_fill_missing_boxes_interpolates_and_holds_the_ends():
+    from hodata.fitting.pipeline import fill_missing_boxes
+
+    boxes = torch.tensor([[0.0] * 4, [9.0] * 4, [2.0] * 4, [9.0] * 4, [9.0] * 4, [8.0] * 4, [9.0] * 4])
+    known = torch.tensor([False, True, True, False, False, True, False])
+    boxes[1], boxes[2], boxes[5] = 1.0, 2.0, 8.0
+    out = fill_missing_boxes(boxes, known)
+    assert out[:, 0].tolist() == [1.0, 1.0, 2.0, 4.0, 6.0, 8.0, 8.0]

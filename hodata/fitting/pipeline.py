@@ -60,6 +60,20 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
     )
 
 
+def fill_missing_boxes(boxes: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Boxes (T, 4) with the rows where `known` (T,) is False replaced: linearly interpolated
+    between the nearest known frames on both sides, the nearest known box at the ends."""
+    frames = len(boxes)
+    index = torch.arange(frames, device=boxes.device)
+    before = torch.cummax(torch.where(known, index, torch.full_like(index, -1)), 0).values   # last known <= t
+    after = torch.cummin(torch.where(known, index, torch.full_like(index, frames)).flip(0), 0).values.flip(0)
+    lo = torch.where(before >= 0, before, after)
+    hi = torch.where(after < frames, after, before)
+    weight = ((index - lo) / (hi - lo).clamp(min=1)).to(boxes.dtype)[:, None]
+    filled = boxes[lo] * (1 - weight) + boxes[hi] * weight
+    return torch.where(known[:, None], boxes, filled)
+
+
 def fit_clip(
     clip: Clip,
     clip_evidence: ClipEvidence,
@@ -94,19 +108,20 @@ def fit_clip(
     if clip_evidence.object_masks is None:
         raise HodataError(f"clip {clip.clip_id} has no object masks; fitting needs 2D object evidence "
                           f"(provider: {clip_evidence.provenance.get('object_boxes', 'unknown')})")
-    missing = ~clip_evidence.object_valid.bool()
-    if bool(missing.any()):
-        frames = [clip.frame_ids[i] for i in torch.nonzero(missing).flatten().tolist()]
-        raise HodataError(f"clip {clip.clip_id}: no object box in frame(s) {', '.join(frames)}")
-    if not (clip_evidence.object_masks > 0).flatten(1).any(1).all():
-        empty = [clip.frame_ids[i] for i in
-                 torch.nonzero(~(clip_evidence.object_masks > 0).flatten(1).any(1)).flatten().tolist()]
-        raise HodataError(f"clip {clip.clip_id}: object mask empty in frame(s) {', '.join(empty)}")
     hand_inits = clip_evidence.hand_inits
+    # A frame without object evidence (a missed detection, an empty mask) is not an error: its
+    # silhouette is ignored (target -1 everywhere) and its box interpolated from its
+    # neighbours, so smoothness and the hands carry the object through it.
+    seen = clip_evidence.object_valid.bool() & (clip_evidence.object_masks > 0).flatten(1).any(1)
+    if not bool(seen.any()):
+        raise HodataError(f"clip {clip.clip_id}: no object evidence in any frame (empty masks or no boxes)")
+    missed = [clip.frame_ids[i] for i in torch.nonzero(~seen).flatten().tolist()]
 
     K = clip.K.to(device=device, dtype=dtype)
+    seen = seen.to(device)
     masks = clip_evidence.object_masks.to(device=device, dtype=dtype)
-    boxes = clip_evidence.object_boxes.to(device=device, dtype=dtype)
+    masks = torch.where(seen[:, None, None], masks, torch.full_like(masks, -1.0))
+    boxes = fill_missing_boxes(clip_evidence.object_boxes.to(device=device, dtype=dtype), seen)
     vertices = object_model.vertices.to(device=device, dtype=dtype)
     faces = object_model.faces.to(device)
     sdf = object_model.sdf.to(device, dtype)
@@ -146,4 +161,7 @@ def fit_clip(
         results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,
                                            [timings["object_init_s"], timings[f"{method}_s"]])
         results[method].evidence = dict(clip_evidence.provenance)
+        results[method].flags["missing_object_evidence"] = bool(missed)
+        if missed:
+            results[method].loss_history["frames_without_object_evidence"] = missed
     return results
