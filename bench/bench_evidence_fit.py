@@ -10,7 +10,10 @@ Per clip (a catalog object, seed per clip, 10 frames at stride 1, open hand):
   see rendered hands: ground-truth joints + 2 px / 3 mm noise, 20 % of frames missed, 10 %
   labelled with the wrong side);
 - "detected masks + keypoint init": the same evidence, and the hand initialised from those
-  keypoints (hodata's default on data without annotations).
+  keypoints (hodata's default on data without annotations), v2d target = the init's
+  projected vertices (the paper's choice with FrankMocap);
+- "detected masks + keypoint init, keypoint v2d": the same with the 21 keypoints as the v2d
+  target (`FitConfig(v2d_target="keypoints")`).
 Each row: independent composition and joint fitting, frame-weighted means; the mask IoU of the
 evidence against the rendered ground truth.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,14 +76,16 @@ def main() -> None:
                                         layer_for=gt_provider.layer).evidence
         ious["object"].append(float(mask_iou(detected.object_masks == 1, clip.object_masks == 1).mean()))
         ious["hand"].append(float(mask_iou(detected.hand_masks, clip.hand_masks).mean()))
+        keypoint_config = replace(config, v2d_target="keypoints")
         settings = {
-            "gt masks + simulated init": gt_evidence,
-            "detected masks + simulated init": gt_provider._attach(detected, gt_evidence.hand_inits, None),
-            "detected masks + keypoint init": detected,
+            "gt masks + simulated init": (gt_evidence, config),
+            "detected masks + simulated init": (gt_provider._attach(detected, gt_evidence.hand_inits, None), config),
+            "detected masks + keypoint init": (detected, config),
+            "detected masks + keypoint init, keypoint v2d": (detected, keypoint_config),
         }
         models = ObjectModelCache(args.mesh_cache, torch.device("cpu"), torch.float64)
-        for name, evidence in settings.items():
-            fits = fit_clip(clip, evidence, model, gt_provider.layers(evidence.sides), config, init_config,
+        for name, (evidence, fit_config) in settings.items():
+            fits = fit_clip(clip, evidence, model, gt_provider.layers(evidence.sides), fit_config, init_config,
                             methods=("independent", "joint"), device="cpu", seed=index)
             for method, fit in fits.items():
                 metrics = evaluate_fit_against_clip(fit_to(fit, torch.device("cpu"), torch.float64),

@@ -117,3 +117,6 @@ class HandInit:
     vertices_2d: torch.Tensor          # (T, V, 2) pixels
     provider: str                      # "simulated" | "frankmocap" | ...
     boxes: Optional[torch.Tensor] = None  # (T, 4) hand boxes xyxy
+    # (T, 21, 2) pixels, hand-model joint order: the keypoints a keypoint init was fitted to;
+    # the v2d target when FitConfig.v2d_target == "keypoints"
+    keypoints_2d: Optional[torch.Tensor] = None

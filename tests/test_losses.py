@@ -162,3 +162,39 @@ def test_init_pose_prior_zero_at_the_init():
     init = torch.randn(4, 16)
     assert L.init_pose_prior_loss(init, init) == 0
     assert torch.isclose(L.init_pose_prior_loss(init + 0.5, init), torch.tensor(0.25))
+
+
+def test_v2d_target_keypoints_uses_projected_joints():
+    """FitConfig.v2d_target="keypoints": the v2d term compares projected joints with the
+    init's keypoints (zero when they agree), vertices otherwise."""
+    import torch
+
+    from hodata import handmodel
+    from hodata.fitting.joint import FitConfig, HandEvidence, compute_terms, make_hand_parameters
+    from hodata.geometry.camera import project
+    from hodata.types import HandInit
+
+    layer = handmodel.load("right", model="open", num_pca_comps=16, use_pca=True, dtype=torch.float64)
+    T = 2
+    orient = torch.eye(3, dtype=torch.float64).expand(T, 3, 3).clone()
+    pose = torch.zeros(T, 16, dtype=torch.float64)
+    transl = torch.tensor([[0.0, 0.0, 0.5]] * T, dtype=torch.float64)
+    out = layer(global_orient=orient, hand_pose=pose, transl=transl)
+    K = torch.tensor([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]], dtype=torch.float64)
+    joints_2d, verts_2d = project(out.joints, K), project(out.vertices, K)
+    init = HandInit("right", orient, pose, torch.zeros(10, dtype=torch.float64), transl, verts_2d + 5.0, "test",
+                    keypoints_2d=joints_2d)
+    evidence = HandEvidence(layer, init)
+    for target, expected_zero in (("keypoints", True), ("vertices", False)):
+        config = FitConfig(v2d_target=target)
+        hand = make_hand_parameters(evidence, config)
+        value = compute_terms([hand], [evidence], [], [], K, (480, 640), ("v2d",), config)["v2d"]
+        assert (float(value.detach().sum()) < 1e-12) == expected_zero, (target, value)
+    from hodata.errors import HodataError
+
+    try:
+        FitConfig(v2d_target="joints")
+    except HodataError as exc:
+        assert "v2d_target" in str(exc)
+    else:
+        raise AssertionError("an unknown v2d_target was accepted")

@@ -221,6 +221,6 @@ def keypoint_hand_init(
     init = HandInit(
         side=layer.side, global_orient=rotation, hand_pose=coeffs,
         betas=torch.zeros(10, dtype=dtype, device=kp2d.device), transl=transl, vertices_2d=vertices_2d,
-        provider=provider, boxes=boxes_from_points(kp2d),
+        provider=provider, boxes=boxes_from_points(kp2d), keypoints_2d=kp2d.clone(),
     )
     return init, KeypointFitReport(world_error, pixel_error, detector_scale, weak[:, 2])

@@ -90,11 +90,17 @@ class FitConfig:
     # hodata's default: measured, the full objective did not tell near-symmetric poses apart
     # reliably and picked flips of correct inits, bench/RESULTS.md "Fit mechanisms").
     object_candidates: int = 1
+    # The 2D target of the v2d term (paper Eq. 4): "vertices", the hand init's projected
+    # vertices (the paper, with FrankMocap's mesh), or "keypoints", the 21 keypoints a keypoint
+    # init was fitted to (projected joints against them; inits without keypoints use vertices).
+    v2d_target: str = "vertices"
     candidate_min_angle: float = 30.0    # degrees: candidates closer than this (mean over frames) are one
 
     def __post_init__(self):
         if self.smooth_mode not in ("acceleration", "velocity"):
             raise HodataError(f"smooth_mode must be 'acceleration' or 'velocity', got {self.smooth_mode!r}")
+        if self.v2d_target not in ("vertices", "keypoints"):
+            raise HodataError(f"v2d_target must be 'vertices' or 'keypoints', got {self.v2d_target!r}")
         if self.coarse_mode not in ("surface", "centroid"):
             raise HodataError(f"coarse_mode must be 'surface' or 'centroid', got {self.coarse_mode!r}")
         if self.object_candidates < 1:
@@ -234,8 +240,13 @@ def compute_terms(
             total = total + L.object_silhouette_loss(per(rendered), per(ev.target))
         out["obj"] = total
     if "v2d" in terms:
-        out["v2d"] = sum((L.hand_v2d_loss(per(project(m.vertices, K)), per(e.init.vertices_2d), image_size)
-                          for m, e in zip(hand_meshes, hand_evidence)), zero)
+        total = zero
+        for m, e in zip(hand_meshes, hand_evidence):
+            if config.v2d_target == "keypoints" and e.init.keypoints_2d is not None:
+                total = total + L.hand_v2d_loss(per(project(m.joints, K)), per(e.init.keypoints_2d), image_size)
+            else:
+                total = total + L.hand_v2d_loss(per(project(m.vertices, K)), per(e.init.vertices_2d), image_size)
+        out["v2d"] = total
     if "pca" in terms:
         out["pca"] = sum((L.pca_prior_loss(per(h.pca_pose)) for h in hands), zero)
     if "pose_init" in terms:
@@ -385,7 +396,7 @@ def tile_hand_evidence(evidence: HandEvidence, candidates: int) -> HandEvidence:
         return evidence
     init = evidence.init
     tiled = {name: getattr(init, name).repeat((candidates,) + (1,) * (getattr(init, name).dim() - 1))
-             for name in ("global_orient", "hand_pose", "transl", "vertices_2d", "boxes")
+             for name in ("global_orient", "hand_pose", "transl", "vertices_2d", "boxes", "keypoints_2d")
              if getattr(init, name) is not None}
     return HandEvidence(evidence.layer, replace(init, **tiled))
 
