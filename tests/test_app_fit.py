@@ -142,3 +142,24 @@ def test_fit_core50_end_to_end_with_detected_evidence(shared_data, tmp_path):
     assert meta["hand_init"] == "keypoints:mediapipe" and meta["hand_sides"] == ["right"]
     assert meta["evidence"]["object_masks"] == "grabcut" and meta["evidence"]["object_boxes"] == "hints+motpy"
     assert meta["objects"][0]["category"] == "ball"
+
+
+def test_pointrend_without_detectron2_is_one_line():
+    """The optional PointRend provider is never faked here; without detectron2 it says what to
+    install or to use files:DIR instead."""
+    import importlib.util
+
+    import numpy as np
+
+    from hodata.errors import HodataError
+    from hodata.evidence.pointrend import pointrend_object_targets
+
+    if importlib.util.find_spec("detectron2") is not None:
+        pytest.skip("detectron2 is installed: this checks the message for its absence")
+    with pytest.raises(HodataError, match="needs detectron2"):
+        pointrend_object_targets([np.zeros((4, 4, 3), np.uint8)], torch.zeros(1, 4), torch.zeros(1, 4, 4, dtype=torch.bool),
+                                 torch.zeros(1, 4, 4), "cfg.yaml", "w.pkl")
+    from hodata.app.providers import EVIDENCE_CHOICES, parse_spec
+
+    with pytest.raises(HodataError, match="config and weights"):
+        parse_spec("pointrend:cfg.yaml", EVIDENCE_CHOICES, "--evidence")

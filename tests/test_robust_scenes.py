@@ -271,7 +271,8 @@ def test_bench_overrides_and_one_short_fit(root, cache):
                                        "init.n_samples=20", "init.steps_first=3", "init.steps_per_frame=2"], [])
     result = bench.fit_scene(str(root), "NOISY", 1.0, str(cache), dataclasses.asdict(fit), dataclasses.asdict(init),
                              ("independent", "joint"), 0)
-    assert result["status"] == "failed" and "empty" in result["message"]   # the missed detection
+    # the missed detection is carried by its neighbours (fit_clip flags it instead of failing)
+    assert result["status"] == "fitted" and set(result["methods"]) == {"independent", "joint", "init"}
     result = bench.fit_scene(str(root), "PINCH", 1.0, str(cache), dataclasses.asdict(fit), dataclasses.asdict(init),
                              ("independent", "joint"), 0)
     assert result["status"] == "fitted" and set(result["methods"]) == {"independent", "joint", "init"}

@@ -5,6 +5,8 @@
                              frames and the dataset's object box hints (Core50 bbox files,
                              Epic-Kitchens' published detections, HO-3D's projected boxes)
                  files:DIR   DIR/<sequence>/<frame>.json (+ masks): outputs of external models
+                 pointrend:CONFIG:WEIGHTS   detected, with PointRend object masks (needs
+                             detectron2 and its weights; untested here, see evidence/pointrend.py)
     --hand-init  simulated   ground truth + documented noise (annotated data only)
                  keypoints   fitted to the evidence's 21 hand keypoints (MediaPipe, files, gt)
                  files:DIR   the "mano" fields of DIR/<sequence>/<frame>.json
@@ -27,7 +29,7 @@ from hodata.errors import HodataError
 from hodata.evidence.types import ClipEvidence, HandEvidence
 from hodata.types import Clip, HandInit
 
-EVIDENCE_CHOICES = ("auto", "gt", "detected", "files:DIR")
+EVIDENCE_CHOICES = ("auto", "gt", "detected", "files:DIR", "pointrend:CONFIG:WEIGHTS")
 HAND_INIT_CHOICES = ("auto", "simulated", "keypoints", "files:DIR")
 ANNOTATED_DATASETS = frozenset({"ho3d", "synthetic"})
 NUM_PCA_COMPS = 16
@@ -40,6 +42,12 @@ def parse_spec(spec: str, choices: tuple[str, ...], option: str) -> tuple[str, O
     if name == "files":
         if not arg:
             raise HodataError(f"{option} files needs a folder: {option} files:DIR")
+        return name, Path(arg)
+    if name == "pointrend" and any(c.startswith("pointrend:") for c in choices):
+        config, _, weights = arg.partition(":")
+        if not config or not weights:
+            raise HodataError(f"{option} pointrend needs its detectron2 config and weights: "
+                              f"{option} pointrend:CONFIG.yaml:WEIGHTS.pkl")
         return name, Path(arg)
     if name not in plain or arg:
         raise HodataError(f"{option} {spec!r}: choose one of {', '.join(choices)}")
@@ -69,7 +77,7 @@ class EvidenceProvider:
         self.init_kind, self.init_dir = parse_spec(self.hand_init, HAND_INIT_CHOICES, "--hand-init")
         if "auto" in (self.evidence_kind, self.init_kind):
             raise HodataError("resolve 'auto' with default_specs(dataset) before building the provider")
-        for folder in (self.evidence_dir, self.init_dir):
+        for folder in (self.evidence_dir if self.evidence_kind == "files" else None, self.init_dir):
             if folder is not None and not folder.is_dir():
                 raise HodataError(f"{folder}: evidence folder does not exist; pass files:DIR with one "
                                   "DIR/<sequence>/<frame>.json per frame")
@@ -111,7 +119,7 @@ class EvidenceProvider:
         if self.init_kind == "simulated":
             evidence = self._attach(evidence, self._simulated(clip), "simulated")
         elif self.init_kind == "keypoints":
-            if not (self.evidence_kind == "detected" and all(h.init is not None for h in evidence.hands)):
+            if not (self.evidence_kind in ("detected", "pointrend") and all(h.init is not None for h in evidence.hands)):
                 evidence = self._attach(evidence, self._from_keypoints(clip, evidence), None)
         elif self.init_kind == "files" and not (self.evidence_kind == "files" and self.evidence_dir == self.init_dir
                                                 and evidence.hands and all(h.init for h in evidence.hands)):
@@ -141,7 +149,17 @@ class EvidenceProvider:
         sides = clip.hand_sides or None
         detected = detect_clip_evidence(clip.image_paths, clip.K, sides, object_boxes=clip.object_boxes,
                                         layer_for=self.layer)
-        return detected.evidence
+        evidence = detected.evidence
+        if self.evidence_kind == "pointrend":
+            from hodata.datasets.base import read_rgb
+            from hodata.evidence.pointrend import PROVIDER, pointrend_object_targets
+
+            config, _, weights = str(self.evidence_dir).partition(":")
+            targets = pointrend_object_targets([read_rgb(p) for p in clip.image_paths], evidence.object_boxes,
+                                               evidence.hand_masks, evidence.object_masks, config, weights)
+            evidence = replace(evidence, object_masks=targets,
+                               provenance={**evidence.provenance, "object_masks": PROVIDER})
+        return evidence
 
     def _read_files(self, clip: Clip, folder: Path, with_inits: bool) -> ClipEvidence:
         from hodata.evidence.files import read_evidence_files

@@ -51,7 +51,9 @@ def fit(
     evidence: str = typer.Option("auto", "--evidence", help="2D evidence provider: gt (annotated boxes and masks, "
                                  "paper Fig. 4), detected (MediaPipe hands + motpy tracks + GrabCut masks from the "
                                  "dataset's object boxes), files:DIR (DIR/<sequence>/<frame>.json of external "
-                                 "models, see hodata.evidence.files). auto: gt on HO-3D, detected elsewhere."),
+                                 "models, see hodata.evidence.files), pointrend:CONFIG:WEIGHTS (detected with "
+                                 "detectron2 PointRend object masks; untested here). auto: gt on HO-3D, detected "
+                                 "elsewhere."),
     hand_init: str = typer.Option("auto", "--hand-init", help="Hand initialisation: simulated (ground truth + "
                                   "documented noise, annotated data only), keypoints (fit to the evidence's 21 "
                                   "hand keypoints), files:DIR (the files' MANO fields). auto: simulated on HO-3D, "
