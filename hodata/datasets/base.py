@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hodata.errors import HodataError
+from hodata.fileio import read_rgb  # noqa: F401  (part of this module's API)
 
 
 def clip_windows(n_frames: int, length: int = 10, stride: int = 4) -> list[list[int]]:
@@ -63,29 +64,6 @@ def load_each(items, load, name_of, skipped: list[str], messages: list[str]):
                             f"clip {name} could not be loaded ({type(exc).__name__}: {exc})")
             continue
         yield clip
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; HodataError naming the file if missing or corrupt."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise HodataError(f"missing image {path}; restore the file or remove the frame from the split list")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    # OpenCV decodes a truncated JPEG into a full-size image with a grey tail (and only warns):
-    # a JPEG must end with its end-of-image marker
-    truncated_jpeg = path.suffix.lower() in (".jpg", ".jpeg") and not _ends_with_jpeg_eoi(path)
-    if image is None or truncated_jpeg:
-        raise HodataError(f"corrupt or unreadable image {path}; re-extract it from the dataset archive")
-    return np.ascontiguousarray(image[:, :, ::-1])
-
-
-def _ends_with_jpeg_eoi(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 16))
-        return b"\xff\xd9" in f.read()
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:

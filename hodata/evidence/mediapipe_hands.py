@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from hodata.errors import HodataError
+from hodata.fileio import read_rgb  # noqa: F401  (re-exported for the detector's callers)
 from hodata.handmodel.constants import THUMB_FIRST_ORDER
 
 INSTALL_HINT = (
@@ -187,16 +188,6 @@ def detect_near_box(detector: "MediaPipeHands", image: np.ndarray, box: np.ndarr
         if len(found) >= wanted:
             return found
     return found
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3); HodataError naming the file when unreadable."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise HodataError(f"{path}: cannot read the image (missing or corrupt); check the frame file")
-    return np.ascontiguousarray(image[:, :, ::-1])
 
 
 def detect_hands(images: Sequence[np.ndarray | str | Path], **options) -> list[list[HandDetection]]:
