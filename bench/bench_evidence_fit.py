@@ -79,7 +79,7 @@ def main() -> None:
         keypoint_config = replace(config, v2d_target="keypoints")
         settings = {
             "gt masks + simulated init": (gt_evidence, config),
-            "detected masks + simulated init": (gt_provider._attach(detected, gt_evidence.hand_inits, None), config),
+            "detected masks + simulated init": (gt_provider.attach_hand_inits(detected, gt_evidence.hand_inits, None), config),
             "detected masks + keypoint init": (detected, config),
             "detected masks + keypoint init, keypoint v2d": (detected, keypoint_config),
         }

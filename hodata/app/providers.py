@@ -117,14 +117,14 @@ class EvidenceProvider:
     def compute(self, clip: Clip) -> ClipEvidence:
         evidence = self._base_evidence(clip)
         if self.init_kind == "simulated":
-            evidence = self._attach(evidence, self._simulated(clip), "simulated")
+            evidence = self.attach_hand_inits(evidence, self._simulated(clip), "simulated")
         elif self.init_kind == "keypoints":
             if not (self.evidence_kind in ("detected", "pointrend") and all(h.init is not None for h in evidence.hands)):
-                evidence = self._attach(evidence, self._from_keypoints(clip, evidence), None)
+                evidence = self.attach_hand_inits(evidence, self._from_keypoints(clip, evidence), None)
         elif self.init_kind == "files" and not (self.evidence_kind == "files" and self.evidence_dir == self.init_dir
                                                 and evidence.hands and all(h.init for h in evidence.hands)):
             read = self._read_files(clip, self.init_dir, with_inits=True)
-            evidence = self._attach(evidence, [h.init for h in read.hands if h.init is not None], None)
+            evidence = self.attach_hand_inits(evidence, [h.init for h in read.hands if h.init is not None], None)
         if not evidence.hands:
             raise HodataError(f"clip {clip.clip_id}: no hand found ({evidence.provenance.get('hand_boxes', '')}); "
                               "nothing to fit")
@@ -202,7 +202,7 @@ class EvidenceProvider:
         return inits
 
     @staticmethod
-    def _attach(evidence: ClipEvidence, inits: list[HandInit], provider: Optional[str]) -> ClipEvidence:
+    def attach_hand_inits(evidence: ClipEvidence, inits: list[HandInit], provider: Optional[str]) -> ClipEvidence:
         """The evidence with these HandInits (hands the evidence lacks are added from the
         inits' boxes)."""
         by_side = {i.side: i for i in inits}
