@@ -67,6 +67,10 @@ EVALUATION_META_KEYS = (
 )
 HAND_MODEL_KEY = "hodataHandModel"   # extra meta key: name of the hand model of handPose
 HAND_SIDE_KEY = "hodataHandSide"     # extra meta key: "left" when not HO-3D's right hand
+# Extra meta key (hodata's own, for two-hand clips; real HO-3D has one hand per frame): a dict
+# with the hand keys of the meta (handPose, handBeta, handTrans, handJoints3D, hodataHandSide,
+# hodataHandModel) for a second hand of the other side, in the same OpenGL camera frame.
+SECOND_HAND_KEY = "hodataSecondHand"
 EVALUATION_GT_DIR = "evaluation_gt"  # <root>/evaluation_gt/<SEQ>/<ID>.pkl, train-style keys
 SYNTHETIC_MARKER = "hodata_synthetic.json"  # written by the generator; Clip.dataset = "synthetic"
 SEG_OBJECT_CHANNEL = 1   # RGB index of the object (green)
@@ -449,9 +453,23 @@ class HO3DDataset:
         return clip
 
     def _hands(self, gts: list[Optional[dict]], frame_names: list[str]) -> list[HandState]:
-        """Ground-truth hands in OpenCV camera coordinates, or [] without hand annotations."""
+        """Ground-truth hands in OpenCV camera coordinates, or [] without hand annotations: the
+        meta's hand, and a second hand where every frame's meta carries SECOND_HAND_KEY."""
         if any(g is None for g in gts):
             return []
+        hands = self._hand(gts, frame_names, "")
+        seconds = [g.get(SECOND_HAND_KEY) for g in gts]
+        if hands and all(isinstance(h, dict) for h in seconds):
+            second = self._hand(seconds, frame_names, f"{SECOND_HAND_KEY}.")
+            if second and second[0].side == hands[0].side:
+                raise HodataError(f"{frame_names[0]}: both hands of the meta are {second[0].side} hands; "
+                                  f"{SECOND_HAND_KEY} must hold the other side")
+            hands += second
+        return hands
+
+    def _hand(self, gts: list[dict], frame_names: list[str], prefix: str) -> list[HandState]:
+        """One hand from the hand keys of per-frame dicts (the meta, or its second-hand entry);
+        prefix names where the keys sit, for messages."""
         tensor = dict(dtype=self.dtype, device=self.device)
         side = str(gts[0].get(HAND_SIDE_KEY, "right"))
         model_name = str(gts[0].get(HAND_MODEL_KEY, "mano"))
@@ -463,19 +481,23 @@ class HO3DDataset:
             if not joints_ok:
                 return []
             joints = torch.as_tensor(
-                np.stack([_as_array(g["handJoints3D"], (21, 3), "handJoints3D", n) for g, n in zip(gts, frame_names)]),
+                np.stack([_as_array(g["handJoints3D"], (21, 3), prefix + "handJoints3D", n)
+                          for g, n in zip(gts, frame_names)]),
                 **tensor,
             ) @ flip
             empty = joints.new_zeros(joints.shape[0], 0, 3)
             return [HandState(side=side, vertices=empty, joints=joints, model_name=model_name)]
         pose = torch.as_tensor(
-            np.stack([_as_array(g["handPose"], (48,), "handPose", n) for g, n in zip(gts, frame_names)]), **tensor
+            np.stack([_as_array(g["handPose"], (48,), prefix + "handPose", n) for g, n in zip(gts, frame_names)]),
+            **tensor,
         )
         betas = torch.as_tensor(
-            np.stack([_as_array(g["handBeta"], (10,), "handBeta", n) for g, n in zip(gts, frame_names)]), **tensor
+            np.stack([_as_array(g["handBeta"], (10,), prefix + "handBeta", n) for g, n in zip(gts, frame_names)]),
+            **tensor,
         )
         trans_gl = torch.as_tensor(
-            np.stack([_as_array(g["handTrans"], (3,), "handTrans", n) for g, n in zip(gts, frame_names)]), **tensor
+            np.stack([_as_array(g["handTrans"], (3,), prefix + "handTrans", n) for g, n in zip(gts, frame_names)]),
+            **tensor,
         )
         orient_gl = axis_angle_to_matrix(pose[:, :3])
         hand_pose = pose[:, 3:]

@@ -47,6 +47,7 @@ from hodata.datasets.ho3d import (
     EVALUATION_GT_DIR,
     HAND_MODEL_KEY,
     HAND_SIDE_KEY,
+    SECOND_HAND_KEY,
     SYNTHETIC_MARKER,
     ho3d_object_model,
     opengl_flip,
@@ -63,6 +64,8 @@ HO3D_K = (617.343, 617.343, 315.0, 242.0)   # fx, fy, cx, cy of HO-3D's camera a
 CONTACT_GAP = 0.0005    # metres: clearance kept when the exact check moves the object out
 CLEAN_SEG_DIR = "seg_true"  # true labels beside perturbed seg masks (write_sequence)
 GRID_GAP = 0.001        # metres: clearance on the SDF grid (above its ~0.3 mm interpolation error)
+TWO_HAND_CLEARANCE = 0.015  # metres between the two hands of a two-hand grasp
+TWO_HAND_TILT_DEG = (70.0, 88.0)  # palm normals nearly across the view: both hands show beside the object
 MAX_CLOSURE = 2.0       # finger closure factor range [0, MAX_CLOSURE] x the grasp pose
 SKIN = (0.86, 0.64, 0.52)
 OBJECT_COLOURS = {"025_mug": (0.75, 0.12, 0.10), "006_mustard_bottle": (0.95, 0.80, 0.10),
@@ -162,7 +165,8 @@ def _first_crossing(values: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: bool, betas: torch.Tensor, *,
                face_palm: bool = False, slide: float = 0.0, standoff: float = 0.0,
-               fixed_closure: dict[str, float] | None = None, max_closure: float = MAX_CLOSURE) -> dict:
+               fixed_closure: dict[str, float] | None = None, max_closure: float = MAX_CLOSURE,
+               along: float = 0.0) -> dict:
     """A non-penetrating grasp in the hand's own frame (identity global orient, zero transl).
 
     layer: full-pose layer (45-D, flat_hand_mean=True); model: ObjectModel (vertices (V, 3),
@@ -171,7 +175,8 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
     Grasp-type options (defaults: the object against the palm, every finger closing on it):
     face_palm turns the object's thinnest principal axis onto the palm normal (a face flat on
     the palm; `roll` then only picks the side); slide (metres) moves the object along the palm
-    toward the fingers before it is laid on; standoff (metres) lifts it off the palm along the
+    toward the fingers before it is laid on, along (metres) moves it along the knuckle line
+    (a hand holding one end of a long object); standoff (metres) lifts it off the palm along the
     normal afterwards (a fingertip grasp; fingers that cannot reach it curl past it);
     fixed_closure {finger: closure} keeps those fingers at that closure instead of closing them
     on the object (fingers off the object); max_closure caps the closure search.
@@ -214,7 +219,7 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
     rotation = axis_angle_to_matrix(across * roll) @ align
     wrist_to_knuckles = flat_joints[0][[1, 4, 7, 10]].mean(0) - flat_joints[0][0]
     toward_fingers = torch.nn.functional.normalize(wrist_to_knuckles - (wrist_to_knuckles @ normal) * normal, dim=0)
-    point = point + slide * toward_fingers
+    point = point + slide * toward_fingers + along * across
 
     def grid_sdf(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         # points (B, P, 3) hand frame; object middle at centres (B, 3) -> (B, P)
@@ -324,15 +329,17 @@ def make_grasp(layer, model, grasp_pose: torch.Tensor, roll: float, flip_axis: b
 
 
 def _unit_motion(rng: np.random.Generator, frames: int, grasp: dict, obj_verts_hand: torch.Tensor, K: np.ndarray,
-                 image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame rigid transforms (R (T, 3, 3), t (T, 3)) from the hand frame to the OpenCV camera."""
+                 image_size: tuple[int, int], tilt_deg: tuple[float, float] = (40.0, 65.0)
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame rigid transforms (R (T, 3, 3), t (T, 3)) from the hand frame to the OpenCV camera.
+    tilt_deg: range of the angle between the palm normal and the direction to the camera."""
     dtype = obj_verts_hand.dtype
     points = torch.cat([grasp["hand_vertices"], obj_verts_hand])
     centre = 0.5 * (grasp["hand_vertices"].mean(0) + obj_verts_hand.mean(0))
     local = points - centre
-    # The palm normal points toward the camera (-z), 40-65 degrees off the view axis: the object
-    # is in front of the hand and the hand still shows beside it.
-    tilt, azimuth = math.radians(rng.uniform(40.0, 65.0)), rng.uniform(-math.pi, math.pi)
+    # The palm normal points toward the camera (-z), by default 40-65 degrees off the view axis:
+    # the object is in front of the hand and the hand still shows beside it.
+    tilt, azimuth = math.radians(rng.uniform(*tilt_deg)), rng.uniform(-math.pi, math.pi)
     toward = torch.tensor([math.cos(azimuth) * math.sin(tilt), math.sin(azimuth) * math.sin(tilt), -math.cos(tilt)],
                           dtype=dtype)
     spin = axis_angle_to_matrix(toward * rng.uniform(-math.pi, math.pi))
@@ -405,7 +412,8 @@ def _dump(path: Path, meta: dict) -> None:
 
 def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: str, grasp: dict, betas: torch.Tensor,
                    rotations: torch.Tensor, translations: torch.Tensor, K: np.ndarray, image_size: tuple[int, int],
-                   hand_side: str, colour, background: torch.Tensor, seg_filter=None) -> dict:
+                   hand_side: str, colour, background: torch.Tensor, seg_filter=None,
+                   extra_hands: Sequence[dict] = ()) -> dict:
     """Render and write one sequence's frames, metas and seg masks (module docstring layout).
 
     layer: full-pose hand layer (float64); model: the ObjectModel of the written model file;
@@ -413,9 +421,13 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
     OpenCV camera per frame; K (3, 3) written as camMat; colour: object rgb; background
     (1, H, W, 3). seg_filter(t, object_mask, hand_mask) -> (object_mask, hand_mask), when
     given, perturbs the written train seg masks (simulated detections); the true labels then
-    go to `<SEQ>/seg_true/<ID>.png` (same encoding; no HO-3D reader looks there). Returns
-    {"listing": ["SEQ/ID", ...], "hand_vertices": (T, V, 3), "object_vertices": (T, V, 3)}
-    (OpenCV camera, rebuilt from the stored float32 parameters).
+    go to `<SEQ>/seg_true/<ID>.png` (same encoding; no HO-3D reader looks there).
+    extra_hands: at most one more hand, {"layer", "side" (the other side), "hand_pose" (45,),
+    "betas" (10,), "rotation" (3, 3), "translation" (3,)}: its own frame -> the first hand's
+    frame; written under the meta key SECOND_HAND_KEY and drawn with the first.
+    Returns {"listing": ["SEQ/ID", ...], "hand_vertices": (T, V, 3), "object_vertices":
+    (T, V, 3), "hands": [(T, V, 3) per hand]} (OpenCV camera, rebuilt from the stored float32
+    parameters; "hand_vertices" is the first hand's).
     """
     from PIL import Image
 
@@ -423,8 +435,6 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
 
     dtype = rotations.dtype
     frames = rotations.shape[0]
-    model_name = str(layer.model_name)
-    hand_faces = layer.faces.long()
     obj_verts, obj_faces = model.vertices.to(dtype), model.faces
     K_t = torch.as_tensor(K, dtype=dtype)
     flip = opengl_flip(dtype)
@@ -433,24 +443,40 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
     # float32 values through the same path as the adapter.
     obj_rot_cv = rotations @ grasp["object_rotation"]
     obj_trans_cv = (rotations @ grasp["object_translation"][:, None])[..., 0] + translations
+    if len(extra_hands) > 1 or any(h["side"] == hand_side for h in extra_hands):
+        raise HodataError("write_sequence: at most one extra hand, of the other side")
     eye = torch.eye(3, dtype=dtype).expand(frames, 3, 3)
-    pose_t = grasp["hand_pose"].expand(frames, 45)
-    betas_t = betas.expand(frames, 10)
-    with torch.no_grad():
-        orient_cv, transl_cv = rigid_hand_params(layer, eye, pose_t, betas_t, torch.zeros(frames, 3, dtype=dtype),
-                                                 rotations, translations)
-        orient_gl, transl_gl = rigid_hand_params(layer, orient_cv, pose_t, betas_t, transl_cv, flip,
-                                                 torch.zeros(3, dtype=dtype))
+
+    def hand_labels(hand_layer, hand_pose: torch.Tensor, hand_betas: torch.Tensor, to_cam_r, to_cam_t) -> dict:
+        # OpenGL parameters of one hand moved by (to_cam_r, to_cam_t) from its own frame, and its
+        # meshes rebuilt from their float32 values
+        pose_t = hand_pose.expand(frames, 45)
+        betas_t = hand_betas.expand(frames, 10)
+        with torch.no_grad():
+            orient_cv, transl_cv = rigid_hand_params(hand_layer, eye, pose_t, betas_t,
+                                                     torch.zeros(frames, 3, dtype=dtype), to_cam_r, to_cam_t)
+            orient_gl, transl_gl = rigid_hand_params(hand_layer, orient_cv, pose_t, betas_t, transl_cv, flip,
+                                                     torch.zeros(3, dtype=dtype))
+        pose48 = torch.cat([matrix_to_axis_angle(orient_gl), pose_t], 1).float().double()
+        transl_gl = transl_gl.float().double()
+        betas32 = hand_betas.float().double()
+        with torch.no_grad():
+            out = hand_layer(global_orient=axis_angle_to_matrix(pose48[:, :3]), hand_pose=pose48[:, 3:],
+                             betas=betas32.expand(frames, 10), transl=transl_gl)
+        return {"pose48": pose48, "transl_gl": transl_gl, "betas32": betas32, "joints_gl": out.joints,
+                "cv": out.vertices @ flip, "faces": hand_layer.faces.long(), "model_name": str(hand_layer.model_name)}
+
+    hands = [hand_labels(layer, grasp["hand_pose"], betas, rotations, translations)]
+    for extra in extra_hands:
+        r_cam = rotations @ extra["rotation"].to(dtype)
+        t_cam = (rotations @ extra["translation"].to(dtype)[:, None])[..., 0] + translations
+        hands.append({**hand_labels(extra["layer"], extra["hand_pose"].to(dtype), extra["betas"].to(dtype),
+                                    r_cam, t_cam), "side": extra["side"]})
+    first = hands[0]
     obj_rot_gl = matrix_to_axis_angle(flip @ obj_rot_cv).float().double()
     obj_trans_gl = (obj_trans_cv @ flip).float().double()
-    hand_pose48 = torch.cat([matrix_to_axis_angle(orient_gl), pose_t], 1).float().double()
-    transl_gl = transl_gl.float().double()
-    betas32 = betas.float().double()
-    with torch.no_grad():
-        out = layer(global_orient=axis_angle_to_matrix(hand_pose48[:, :3]), hand_pose=hand_pose48[:, 3:],
-                    betas=betas32.expand(frames, 10), transl=transl_gl)
-    hand_gl, joints_gl = out.vertices, out.joints
-    hand_cv = hand_gl @ flip
+    hand_pose48, transl_gl, betas32, joints_gl = first["pose48"], first["transl_gl"], first["betas32"], first["joints_gl"]
+    hand_cv = first["cv"]
     obj_cv = apply_similarity(obj_verts, axis_angle_to_matrix(obj_rot_gl), obj_trans_gl) @ flip
 
     seq_dir = root / split / seq
@@ -459,12 +485,20 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
     corners_rest = _box_corners(obj_verts)
     hand_boxes = boxes_from_points(project(hand_cv, K_t))
 
+    def second_hand(t: int) -> dict:
+        h = hands[1]
+        return {"handPose": h["pose48"][t].numpy().astype(np.float32),
+                "handBeta": h["betas32"].numpy().astype(np.float32),
+                "handTrans": h["transl_gl"][t].numpy().astype(np.float32),
+                "handJoints3D": h["joints_gl"][t].numpy().astype(np.float32),
+                HAND_MODEL_KEY: h["model_name"], HAND_SIDE_KEY: h["side"]}
+
     for t in range(frames):
         # One frame at a time: the rasteriser's memory stays bounded (~0.2 GB at 640 x 480).
         frame = f"{t:04d}"
         listing.append(f"{seq}/{frame}")
-        meshes = [(obj_cv[t: t + 1], obj_faces), (hand_cv[t: t + 1], hand_faces)]
-        image = render_shaded(meshes, [colour, SKIN], K_t, image_size, background=background)[0]
+        meshes = [(obj_cv[t: t + 1], obj_faces)] + [(h["cv"][t: t + 1], h["faces"]) for h in hands]
+        image = render_shaded(meshes, [colour] + [SKIN] * len(hands), K_t, image_size, background=background)[0]
         Image.fromarray((image.numpy() * 255.0 + 0.5).astype(np.uint8)).save(
             seq_dir / "rgb" / f"{frame}.png", compress_level=1)
         corners = corners_rest @ axis_angle_to_matrix(obj_rot_gl[t]).T + obj_trans_gl[t]
@@ -481,13 +515,15 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
             "objName": object_id,
             "objCorners3D": corners.numpy().astype(np.float32),
             "objLabel": _object_label(object_id),
-            HAND_MODEL_KEY: model_name,
+            HAND_MODEL_KEY: first["model_name"],
             HAND_SIDE_KEY: hand_side,
         }
+        if len(hands) > 1:
+            full[SECOND_HAND_KEY] = second_hand(t)
         if split == "train":
             _dump(seq_dir / "meta" / f"{frame}.pkl", full)
             lab = render_labels(meshes, K_t, image_size)[0][0].numpy()
-            obj_mask, hand_mask = lab == 1, lab == 2
+            obj_mask, hand_mask = lab == 1, lab >= 2
             if seg_filter is not None:
                 # the true labels are kept beside the written (perturbed) ones
                 (seq_dir / CLEAN_SEG_DIR).mkdir(exist_ok=True)
@@ -502,7 +538,56 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
             _dump(seq_dir / "meta" / f"{frame}.pkl", public)
             _dump(root / EVALUATION_GT_DIR / seq / f"{frame}.pkl", full)
 
-    return {"listing": listing, "hand_vertices": hand_cv, "object_vertices": obj_cv}
+    return {"listing": listing, "hand_vertices": hand_cv, "object_vertices": obj_cv, "hands": [h["cv"] for h in hands]}
+
+
+def two_hand_grasp(rng: np.random.Generator, layers: dict, pca_layers: dict, model, first_side: str,
+                   clearance: float = TWO_HAND_CLEARANCE) -> dict:
+    """Both hands holding one object (hands in their own frames; the second hand's frame given
+    relative to the first's), for two-hand clips (an Epic-Kitchens box or pot held in both hands).
+
+    layers / pca_layers: side -> full-pose (flat mean) / PCA hand layer, float64; model: the
+    ObjectModel; first_side: the hand whose frame is the reference. Each hand is a `make_grasp`
+    of the object (seeded PCA grasp pose and betas per hand), the second on the other side of the
+    object (roll turned by a half or a quarter turn) and both moved along the object's long axis
+    toward opposite ends (a quarter of its length), so the hands are apart; the placements are
+    tried in a fixed order until the two hands' vertices are at least `clearance` metres apart
+    (else the farthest apart is kept). Returns {"grasp": the first hand's make_grasp output,
+    "betas", "second": write_sequence's extra-hand dict, "hand_clearance" metres}.
+    """
+    second_side = "left" if first_side == "right" else "right"
+    extent = model.vertices.amax(0) - model.vertices.amin(0)
+    along = 0.25 * float(extent.max())
+    dtype = model.vertices.dtype
+
+    def draw(side: str):
+        coeffs = torch.zeros(1, pca_layers[side].num_pca_comps, dtype=dtype)
+        coeffs[0, :4] = torch.as_tensor(rng.normal(0.0, 0.3, size=4), dtype=dtype)
+        pose = pca_layers[side].pca_to_full_pose(coeffs)[0]
+        return pose, torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
+
+    roll = float(rng.uniform(-math.pi, math.pi))
+    flip_axis = bool(rng.integers(2))
+    pose1, betas1 = draw(first_side)
+    pose2, betas2 = draw(second_side)
+    g1 = make_grasp(layers[first_side], model, pose1, roll, flip_axis, betas1, along=along)
+    best = None
+    for turn in (math.pi, 0.5 * math.pi, -0.5 * math.pi):
+        for sign in (-1.0, 1.0):
+            g2 = make_grasp(layers[second_side], model, pose2, roll + turn, flip_axis, betas2, along=sign * along)
+            # second hand's frame -> first hand's frame, through the object's canonical frame
+            rotation = g1["object_rotation"] @ g2["object_rotation"].T
+            translation = g1["object_translation"] - rotation @ g2["object_translation"]
+            moved = g2["hand_vertices"] @ rotation.T + translation
+            gap = float(torch.cdist(g1["hand_vertices"], moved).min())
+            if best is None or gap > best["hand_clearance"]:
+                best = {"grasp": g1, "betas": betas1, "hand_clearance": gap,
+                        "second": {"layer": layers[second_side], "side": second_side, "hand_pose": g2["hand_pose"],
+                                   "betas": betas2, "rotation": rotation, "translation": translation,
+                                   "hand_vertices": moved}}
+            if gap >= clearance:
+                return best
+    return best
 
 
 def write_listing(root: Path, split: str, names: Sequence[str], listing: Sequence[str], run: dict,
@@ -534,13 +619,16 @@ def make_synthetic_ho3d(
     split: str = "train",
     hand_model: str = "auto",
     mano_dir: str | Path | None = None,
+    two_hands: bool = False,
 ) -> Path:
     """Write synthetic HO-3D sequences under `root` (module docstring) and return `root`.
 
     sequences: a count (names SYN0, SYN1, ...) or names; sequence i shows object_ids[i % n];
     frames per sequence; seed: everything is deterministic given (seed, sequence index);
     image_size (H, W); hand_side "right" | "left"; cache_dir: mesh cache; split "train" |
-    "evaluation"; hand_model / mano_dir as `hodata.handmodel.load`. Appends to `<split>.txt`
+    "evaluation"; hand_model / mano_dir as `hodata.handmodel.load`; two_hands: a second hand of
+    the other side holds the object too (`two_hand_grasp`; written under the meta key
+    SECOND_HAND_KEY, drawn in the frames and seg masks). Appends to `<split>.txt`
     when it exists (other sequences are kept; rewritten sequences are not duplicated).
     """
     from hodata import handmodel
@@ -565,6 +653,13 @@ def make_synthetic_ho3d(
     pca_layer = handmodel.load(side=hand_side, mano_dir=mano_dir, model=hand_model, use_pca=True,
                                flat_hand_mean=False, num_pca_comps=16, dtype=dtype)
     model_name = str(layer.model_name)
+    layers, pca_layers = {hand_side: layer}, {hand_side: pca_layer}
+    if two_hands:
+        other = "left" if hand_side == "right" else "right"
+        layers[other] = handmodel.load(side=other, mano_dir=mano_dir, model=hand_model, use_pca=False,
+                                       flat_hand_mean=True, dtype=dtype)
+        pca_layers[other] = handmodel.load(side=other, mano_dir=mano_dir, model=hand_model, use_pca=True,
+                                           flat_hand_mean=False, num_pca_comps=16, dtype=dtype)
     K = ho3d_intrinsics(image_size)
     listing = []
     for s, seq in enumerate(names):
@@ -574,23 +669,32 @@ def make_synthetic_ho3d(
         model = ho3d_object_model(root / "models", object_id, cache_dir, dtype=dtype)
         obj_verts = model.vertices
 
-        # Grasp pose: the PCA mean pose plus seeded coefficients along the first components
-        # (pca_to_full_pose includes the mean: the articulation a flat full-pose layer takes).
-        coeffs = torch.zeros(1, pca_layer.num_pca_comps, dtype=dtype)
-        coeffs[0, :4] = torch.as_tensor(rng.normal(0.0, 0.3, size=4), dtype=dtype)
-        grasp_pose = pca_layer.pca_to_full_pose(coeffs)[0]
-        betas = torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
-        grasp = make_grasp(layer, model, grasp_pose, roll=float(rng.uniform(-math.pi, math.pi)),
-                           flip_axis=bool(rng.integers(2)), betas=betas)
-        obj_hand = obj_verts @ grasp["object_rotation"].T + grasp["object_translation"]
-        rotations, translations = _unit_motion(rng, frames, grasp, obj_hand, K, image_size)
+        extra_hands = []
+        if two_hands:
+            both = two_hand_grasp(rng, layers, pca_layers, model, hand_side)
+            grasp, betas = both["grasp"], both["betas"]
+            extra_hands = [both["second"]]
+            obj_hand = obj_verts @ grasp["object_rotation"].T + grasp["object_translation"]
+            unit = {**grasp, "hand_vertices": torch.cat([grasp["hand_vertices"], both["second"]["hand_vertices"]])}
+            rotations, translations = _unit_motion(rng, frames, unit, obj_hand, K, image_size, TWO_HAND_TILT_DEG)
+        else:
+            # Grasp pose: the PCA mean pose plus seeded coefficients along the first components
+            # (pca_to_full_pose includes the mean: the articulation a flat full-pose layer takes).
+            coeffs = torch.zeros(1, pca_layer.num_pca_comps, dtype=dtype)
+            coeffs[0, :4] = torch.as_tensor(rng.normal(0.0, 0.3, size=4), dtype=dtype)
+            grasp_pose = pca_layer.pca_to_full_pose(coeffs)[0]
+            betas = torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
+            grasp = make_grasp(layer, model, grasp_pose, roll=float(rng.uniform(-math.pi, math.pi)),
+                               flip_axis=bool(rng.integers(2)), betas=betas)
+            obj_hand = obj_verts @ grasp["object_rotation"].T + grasp["object_translation"]
+            rotations, translations = _unit_motion(rng, frames, grasp, obj_hand, K, image_size)
 
         colour = OBJECT_COLOURS.get(object_id, tuple(rng.uniform(0.2, 0.9, size=3)))
         background = _background(rng, image_size).to(dtype)[None]
         listing += write_sequence(root, split, seq, layer, model, object_id, grasp, betas, rotations, translations, K,
-                                  image_size, hand_side, colour, background)["listing"]
+                                  image_size, hand_side, colour, background, extra_hands=extra_hands)["listing"]
 
     write_listing(root, split, names, listing, {
         "frames": frames, "object_ids": list(object_ids), "seed": seed, "image_size": list(image_size),
-        "hand_side": hand_side, "hand_model": model_name})
+        "hand_side": hand_side, "hand_model": model_name, "two_hands": two_hands})
     return root
