@@ -10,12 +10,16 @@ hodata has no offline object detector, and a user's recording has no published d
    - else next to the hand: in the first frame where MediaPipe finds a hand, GrabCut
      (`hodata.evidence.masks.grabcut_object_mask`) in the hand's box grown by
      `NEAR_HAND_GROWTH` of its size on every side, with the hand's keypoint skeleton as
-     probable background; the largest segment, when it holds between `MIN_SEED_FRACTION` and
-     `MAX_SEED_FRACTION` of that region and touches the hand, is the object. Otherwise the
-     next frame with a hand is tried. No segment in any frame: "no object next to the hand".
+     probable background; its pixels of the hand's colour (`skin_like`: the wrist, the forearm
+     and hand edges the skeleton misses) are removed; the largest remaining segment, when it
+     holds between `MIN_SEED_FRACTION` and `MAX_SEED_FRACTION` of that region and touches the
+     hand, is the object. Otherwise the next frame with a hand is tried. No segment in any
+     frame: "no object next to the hand" (so an object of the hand's colour needs
+     `--object-box`).
 2. Tracking, forward and backward from the seed frame: in each next frame, GrabCut in the
    previous box grown by `SEARCH_GROWTH` per side (the hand's skeleton as probable
-   background); the bounding box of the segment is the object's box there. The object is in
+   background, pixels of the hand's colour removed unless the seed itself is mostly of that
+   colour); the bounding box of the segment is the object's box there. The object is in
    view while the segment's area stays within `AREA_RANGE` times the seed's (a segment that
    vanishes or floods the search region means the object left the view or was lost); the
    first frame outside that range ends the track in that direction.
@@ -39,6 +43,7 @@ MAX_SEED_FRACTION = 0.6     # ... and at most this one (more: GrabCut took the b
 SEARCH_GROWTH = 0.25        # tracking: the previous box grown by this fraction per side
 AREA_RANGE = (0.3, 3.0)     # in view while the segment's area is within these factors of the seed's
 TOUCH_PX = 3                # a seed segment must come this close to the hand's pixels
+SKIN_CHROMA = 10.0          # hand-coloured: Lab (a, b) within this distance (OpenCV 8-bit Lab) of the hand's median
 
 
 def parse_box(text: str, image_size: tuple[int, int]) -> np.ndarray:
@@ -81,6 +86,31 @@ def hand_pixels(image_size: tuple[int, int], hands) -> np.ndarray:
     return out
 
 
+def skin_like(image: np.ndarray, hand: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of the hand's colour, i.e. Lab chroma (a, b; brightness left out, so
+    shading does not matter) within `SKIN_CHROMA` of the median chroma under the hand's
+    skeleton. All False when the frame shows no hand."""
+    import cv2
+
+    if not hand.any():
+        return np.zeros(hand.shape, dtype=bool)
+    chroma = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)[..., 1:].astype(np.float32)
+    skin = np.median(chroma[hand], axis=0)
+    return np.linalg.norm(chroma - skin, axis=-1) < SKIN_CHROMA
+
+
+def _object_segment(image: np.ndarray, box: np.ndarray, hand: np.ndarray, drop_skin: bool) -> np.ndarray:
+    """GrabCut's object in `box` without the hand's skeleton and, with drop_skin, without the
+    pixels of the hand's colour: the largest remaining connected segment."""
+    from hodata.evidence.masks import _largest_component, grabcut_object_mask
+
+    mask = grabcut_object_mask(image, box, hand) & ~hand
+    if drop_skin and mask.any():
+        mask &= ~skin_like(image, hand)
+        mask = _largest_component(mask) if mask.any() else mask
+    return mask
+
+
 def seed_near_hand(image: np.ndarray, hands) -> Optional[tuple[np.ndarray, float]]:
     """(box, area) of the object next to the hands of one frame (module docstring), or None."""
     import cv2
@@ -94,7 +124,7 @@ def seed_near_hand(image: np.ndarray, hands) -> Optional[tuple[np.ndarray, float
     for detection in hands:
         region = grow(np.asarray(detection.box, dtype=np.float64), NEAR_HAND_GROWTH, size)
         area_region = (region[2] - region[0]) * (region[3] - region[1])
-        mask = grabcut_object_mask(image, region, hand) & ~hand
+        mask = _object_segment(image, region, hand, drop_skin=True)
         area = float(mask.sum())
         if not (MIN_SEED_FRACTION * area_region <= area <= MAX_SEED_FRACTION * area_region):
             continue
@@ -106,15 +136,13 @@ def seed_near_hand(image: np.ndarray, hands) -> Optional[tuple[np.ndarray, float
 
 
 def _track_direction(images: Sequence[np.ndarray], frames: range, box: np.ndarray, seed_area: float,
-                     hands_per_frame, boxes: np.ndarray) -> None:
-    from hodata.evidence.masks import grabcut_object_mask
-
+                     hands_per_frame, boxes: np.ndarray, drop_skin: bool) -> None:
     for t in frames:
         image = images[t]
         size = image.shape[:2]
         hand = hand_pixels(size, hands_per_frame[t])
         search = grow(box, SEARCH_GROWTH, size)
-        mask = grabcut_object_mask(image, search, hand) & ~hand
+        mask = _object_segment(image, search, hand, drop_skin)
         area = float(mask.sum())
         if not AREA_RANGE[0] * seed_area <= area <= AREA_RANGE[1] * seed_area:
             return
@@ -130,14 +158,15 @@ def track_object(images: Sequence[np.ndarray], hands_per_frame, seed_box: Option
     images: T RGB frames; hands_per_frame: T lists of MediaPipe HandDetections; seed_box:
     the user's box in frame 0 (else the seed is found next to the hand).
     """
-    from hodata.evidence.masks import grabcut_object_mask
-
     frames = len(images)
     boxes = np.full((frames, 4), np.nan)
-    seed_frame, seed_area = None, 0.0
+    seed_frame, seed_area, drop_skin = None, 0.0, True
     if seed_box is not None:
         hand = hand_pixels(images[0].shape[:2], hands_per_frame[0])
-        mask = grabcut_object_mask(images[0], seed_box, hand) & ~hand
+        mask = _object_segment(images[0], seed_box, hand, drop_skin=False)
+        # an object of the hand's colour (the user says it is there) keeps its skin-coloured pixels
+        drop_skin = bool(mask.any()) and float(skin_like(images[0], hand)[mask].mean()) < 0.5
+        mask = _object_segment(images[0], seed_box, hand, drop_skin) if drop_skin else mask
         seed_frame, how = 0, "--object-box"
         # the user's box is the object, even where GrabCut finds little in it
         seed_area = max(float(mask.sum()), 0.25 * float((seed_box[2] - seed_box[0]) * (seed_box[3] - seed_box[1])))
@@ -156,7 +185,7 @@ def track_object(images: Sequence[np.ndarray], hands_per_frame, seed_box: Option
     if seed_frame is None:
         return boxes, None, how
     _track_direction(images, range(seed_frame + 1, frames), boxes[seed_frame].copy(), seed_area, hands_per_frame,
-                     boxes)
+                     boxes, drop_skin)
     _track_direction(images, range(seed_frame - 1, -1, -1), boxes[seed_frame].copy(), seed_area, hands_per_frame,
-                     boxes)
+                     boxes, drop_skin)
     return boxes, seed_frame, how
