@@ -105,7 +105,7 @@ def fit(
     methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
     clip_length: int = typer.Option(10, "--clip-length", min=1, help="Frames per clip (reference: 10)."),
     stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Frame stride inside a clip (default: 4 for "
-                                         "HO-3D and Core50, 1 for Epic-Kitchens, as the reference)."),
+                                         "HO-3D and Core50, 1 for Epic-Kitchens, as the reference; 1 for video)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=0, help="Fit at most this many clips."),
     steps1: int = typer.Option(200, "--steps1", min=0, help="Adam steps of stage 1 (paper: 200)."),
     steps2: int = typer.Option(200, "--steps2", min=0, help="Adam steps of stage 2 (paper: 200)."),
@@ -127,6 +127,11 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Random seed (object rotation hypotheses, simulated hand noise)."),
 ) -> None:
     """Fit hands and objects over DATASET's clips and write 3D labels as WebDataset shards.
+
+    Your own recording: `hodata fit video CLIP.mp4 --object MESH_OR_CATEGORY` (or a folder of
+    frames); the object is found next to the first hand MediaPipe detects (GrabCut), or where
+    --object-box says, and tracked by GrabCut; the camera is --intrinsics, --focal or a guess
+    from --fov (default 65 degrees horizontal). README "Your own video".
 
     Reruns into the same --output skip clips already written (resume; every shard is checked
     first and the clips of a missing or damaged one are fitted again); --overwrite starts over.

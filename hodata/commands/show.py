@@ -36,17 +36,22 @@ def show(
     fps: Optional[float] = typer.Option(None, "--fps", min=0.1, help="Frame rate of the MP4 videos (default: for "
                                         "`hodata fit video` fits, the rate of the fitted frames in the original "
                                         "video; else 10).", show_default=False),
-    max_clips: int = typer.Option(3, "--max-clips", min=1, help="How many clips to draw when no --clip is given."),
+    max_clips: Optional[int] = typer.Option(None, "--max-clips", min=1, help="How many clips to draw when no --clip "
+                                            "is given (default 3; every clip of a `hodata fit video` output).",
+                                            show_default=False),
     alpha: float = typer.Option(0.6, "--alpha", min=0.0, max=1.0, help="Opacity of the meshes over the frame."),
 ) -> None:
     """Draw the fitted hand and object over every frame of a clip, beside a view of the same
     scene from a camera turned 90 degrees about the vertical axis through the scene centroid
-    (depth errors show there), as PNG panels and an MP4 per clip, to judge a fit at a glance."""
+    (depth errors show there), as PNG panels and an MP4 per clip, to judge a fit at a glance.
+    For `hodata fit video` outputs, the MP4s play at the fitted frames' rate in the recording,
+    and one more, RESULTS/overlays/<recording>.mp4, shows all drawn clips in frame order."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hodata.app import draw as overlay
     from hodata.app.console import write_png
+    from hodata.fileio import read_rgb
     from hodata.shards import read_manifest
     from hodata.shards.writer import sanitise_key_part
 
@@ -57,6 +62,8 @@ def show(
         manifest = read_manifest(results) if results.is_dir() else None
         if manifest is not None:
             available = sorted(manifest["clips"])
+            if max_clips is None:  # a recording is shown whole
+                max_clips = len(available) if manifest.get("config", {}).get("dataset") == "video" else 3
             wanted = available[:max_clips] or None
             if len(available) > max_clips:
                 console.print(f"showing {max_clips} of {len(available)} clips (choose with --clip, or raise --max-clips)")
@@ -86,6 +93,7 @@ def show(
 
     faces_cache: dict = {}
     written: list[Path] = []
+    recordings: dict[str, list] = {}   # video fits: sequence -> (first frame, panel folder, fps) per clip
     total = sum(len(fit.frame_ids) for fit, _, _, _ in jobs)
     with Progress(TextColumn("[bold]show"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
@@ -104,6 +112,13 @@ def show(
                 write_png(path, panel)
             written.append(clip_dir)
             written.append(overlay.write_video(panels, out_dir / f"{sanitise_key_part(fit.clip_id)}.mp4", clip_fps))
+            if fit.dataset == "video":
+                recordings.setdefault(fit.sequence, []).append((fit.frame_ids[0], clip_dir, clip_fps))
+    for sequence, drawn in recordings.items():
+        if len(drawn) > 1:  # one video of the recording: the drawn clips' panels in frame order
+            pngs = [p for _, clip_dir, _ in sorted(drawn) for p in sorted(clip_dir.glob("*.png"))]
+            written.append(overlay.write_video((read_rgb(p) for p in pngs),
+                                               out_dir / f"{sanitise_key_part(sequence)}.mp4", drawn[0][2]))
     for path in written:
         typer.echo(f"wrote {path}{'/*.png' if path.is_dir() else ''}")
 
