@@ -178,8 +178,8 @@ class VideoDataset:
         self.frame_indices = indices
         self.timestamps = [source.timestamps[i] for i in indices]
         self.paths = vf.write_frames(source, indices, self.frames_dir, factor, record)
-        self.candidates = self._select(object_box, factor)
-        self.clips = [[self.frame_indices[i] for i in w] for w in self.candidates]
+        self.windows = self._select(object_box, factor)
+        self.clips = [[self.frame_indices[i] for i in w] for w in self.windows]
 
     # ------------------------------------------------------------------ object
     def _resolve_object(self, spec: str) -> None:
@@ -266,11 +266,11 @@ class VideoDataset:
 
     # ------------------------------------------------------------------ iteration
     def __len__(self) -> int:
-        return len(self.candidates)
+        return len(self.windows)
 
     def __iter__(self) -> Iterator[Clip]:
         self.skipped_clips = []
-        yield from load_each(range(len(self.candidates)), self.load_clip,
+        yield from load_each(range(len(self.windows)), self.load_clip,
                              lambda k: f"{self.sequence}/{vf.frame_id(self.clips[k][0])}", self.skipped_clips,
                              self.messages)
 
@@ -278,7 +278,7 @@ class VideoDataset:
         return self.load_clip(k)
 
     def load_clip(self, k: int) -> Clip:
-        rows = self.candidates[k]
+        rows = self.windows[k]
         sides = self._sides[k]
         return Clip(
             dataset=self.dataset_name, sequence=self.sequence,
