@@ -84,6 +84,9 @@ def test_video_file_to_shards_and_overlay_video(scene, tmp_path):
     assert float(depth_error) < 0.2, f"ball depth off by {float(depth_error):.0%}"
     # nothing besides the method folder and the frames cache in the output
     assert sorted(p.name for p in out.iterdir()) == ["joint", "video_frames"]
+    # the same command again resumes: the selection is deterministic, so the clips are the same
+    again = runner.invoke(app, _fit_args(scene["mp4"], out, scene["cache"], "--object", "ball", "--focal", str(FOCAL)))
+    assert again.exit_code == 0 and "fitted 0 clip(s), resumed 2" in again.output, again.output
 
     shown = runner.invoke(app, ["show", str(out / "joint"), "--root", str(scene["mp4"]), "--mesh-cache",
                                 str(scene["cache"])])
