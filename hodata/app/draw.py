@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -277,24 +277,29 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 10.0) -> Path:
+def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 10.0) -> Path:
     """Write RGB uint8 frames (H, W, 3) of one size as an MPEG-4 video (OpenCV, fourcc "mp4v").
 
-    Odd sizes are padded to even by repeating the last row / column. The file is written under
-    a temporary name, reopened with cv2.VideoCapture and its frames counted, and only then
-    renamed to `path`. Raises HodataError when this OpenCV cannot write or read back MP4.
+    frames: a sequence, or any iterable (e.g. a generator reading frames one by one, so a
+    long video need not fit in memory). Odd sizes are padded to even by repeating the last
+    row / column. The file is written under a temporary name, reopened with
+    cv2.VideoCapture and its frames counted, and only then renamed to `path`. Raises
+    HodataError when this OpenCV cannot write or read back MP4.
     """
+    import itertools
+
     import cv2
 
     path = Path(path)
-    if not frames:
-        raise ValueError(f"{path}: no frames to write")
-    shapes = {np.asarray(f).shape for f in frames}
-    if len(shapes) > 1:
-        raise ValueError(f"{path}: frames differ in size {sorted(shapes)}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    first = _even(np.asarray(frames[0]))
+    iterator = iter(frames)
+    head = next(iterator, None)
+    if head is None:
+        raise ValueError(f"{path}: no frames to write")
+    shape = np.asarray(head).shape
+    frames = itertools.chain([head], iterator)
+    first = _even(np.asarray(head))
     height, width = first.shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.stem}-{os.getpid()}.mp4")
@@ -305,16 +310,21 @@ def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: floa
                 f"{path}: this OpenCV ({cv2.__version__}) cannot write MP4 (fourcc mp4v); install an "
                 "opencv-python(-headless) wheel built with FFmpeg, or use the PNG frames"
             )
+        count = 0
         for frame in frames:
-            frame = _even(np.asarray(frame))
+            frame = np.asarray(frame)
+            if frame.shape != shape:
+                raise ValueError(f"{path}: frames differ in size {sorted({shape, frame.shape})}")
+            frame = _even(frame)
             if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                 raise ValueError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
             writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+            count += 1
         writer.release()
         written = count_video_frames(tmp, (height, width))
-        if written != len(frames):
+        if written != count:
             raise HodataError(
-                f"{path}: wrote {len(frames)} frames but cv2.VideoCapture reads back {written}; "
+                f"{path}: wrote {count} frames but cv2.VideoCapture reads back {written}; "
                 "this OpenCV build's MP4 support is broken, use the PNG frames"
             )
         os.replace(tmp, path)

@@ -26,16 +26,28 @@ def check_mano_dir(mano_dir: Optional[Path]) -> None:
         raise HodataError(f"{mano_dir}: holds neither MANO_RIGHT.pkl nor MANO_LEFT.pkl; pass the folder holding them")
 
 
+def _video_source(source: Optional[Path], root: Optional[Path]) -> Path:
+    """`hodata fit video CLIP.mp4` (or `--root CLIP.mp4`): the one video file or frames folder."""
+    if source is not None and root is not None and source != root:
+        raise HodataError(f"give the video once: SOURCE {source} or --root {root}, not both")
+    if source is None and root is None:
+        raise HodataError("hodata fit video needs the recording: hodata fit video CLIP.mp4 --object MESH_OR_CATEGORY")
+    return source if source is not None else root
+
+
 def _ids(text: Optional[str]) -> Optional[list[str]]:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def fit(
     dataset: str = typer.Argument(..., help="Dataset adapter: ho3d (HO-3D v2/v3 layout, also hodata's synthetic "
-                                  "sets), core50, epic (Epic-Kitchens-100)."),
-    root: Path = typer.Option(..., "--root", help="Dataset root folder (HO-3D: holds train/, evaluation/, train.txt; "
-                              "Core50: holds core50_350x350/ and bbox/; Epic: holds PXX/rgb_frames/, hand-objects/ "
-                              "and the annotation CSVs)."),
+                                  "sets), core50, epic (Epic-Kitchens-100), video (your own recording: give SOURCE)."),
+    source: Optional[Path] = typer.Argument(None, help="video only: the video file (.mp4, .mov, .avi, ...) or a "
+                                            "folder of frames.", show_default=False),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root folder (HO-3D: holds train/, evaluation/, "
+                                        "train.txt; Core50: holds core50_350x350/ and bbox/; Epic: holds "
+                                        "PXX/rgb_frames/, hand-objects/ and the annotation CSVs). Not for video.",
+                                        show_default=False),
     split: Optional[str] = typer.Option(None, "--split", help="HO-3D: train | evaluation (default train); "
                                         "Epic-Kitchens: train | validation (default validation)."),
     sequences: Optional[str] = typer.Option(None, "--sequences", help="HO-3D: comma-separated sequence names (default: all)."),
@@ -46,8 +58,36 @@ def fit(
     videos: Optional[str] = typer.Option(None, "--videos", help="Epic-Kitchens: comma-separated video ids (default: all)."),
     clips_file: Optional[Path] = typer.Option(None, "--clips", help="Epic-Kitchens: a clip selection written by "
                                               "`hodata select-clips` (fit exactly its kept clips)."),
-    focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Core50 / Epic: assumed focal length in "
-                                          "pixels (defaults: Core50 480 at 350x350, Epic 200 at 640x360)."),
+    focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Core50 / Epic / video: assumed focal length "
+                                          "in pixels (defaults: Core50 480 at 350x350, Epic 200 at 640x360; video: "
+                                          "pixels of the source frames, principal point at the centre, default a "
+                                          "guess from --fov)."),
+    # --- video (your own recording; hodata.datasets.video) ---
+    object_: Optional[str] = typer.Option(None, "--object", help="video: the held object: a mesh file (obj, ply, "
+                                          "stl, off, glb; metres unless its size says mm) fitted at its size, or a "
+                                          "category (cup, bottle, can, ball, phone, ...) whose catalog mesh is "
+                                          "fitted with its scale optimised under the category's size prior."),
+    object_box: Optional[str] = typer.Option(None, "--object-box", help="video: x1,y1,x2,y2 pixel box of the object "
+                                             "in the first kept frame (at --start). Without it the object is found "
+                                             "next to the hand: GrabCut around the first hand MediaPipe detects, "
+                                             "the hand as background. Either way the box is then tracked by "
+                                             "GrabCut from frame to frame."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="video: keep this many frames per second "
+                                        "(default: every frame)."),
+    start: Optional[float] = typer.Option(None, "--start", min=0.0, help="video: first second to use (default 0)."),
+    end: Optional[float] = typer.Option(None, "--end", min=0.0, help="video: second to stop at (default: the end)."),
+    intrinsics: Optional[str] = typer.Option(None, "--intrinsics", help="video: the camera as fx,fy,cx,cy in pixels "
+                                             "of the source frames (from a calibration)."),
+    fov: Optional[float] = typer.Option(None, "--fov", help="video: the camera's horizontal field of view in degrees, "
+                                        "for the focal guess fx = fy = (W/2) / tan(fov/2) with the principal point "
+                                        "at the centre (default 65, a phone's main camera filming). A wrong guess "
+                                        "scales every depth by the same factor (README)."),
+    max_side: int = typer.Option(1280, "--max-side", min=64, help="video: frames are shrunk so the longer side is at "
+                                 "most this many pixels (the camera is scaled with them)."),
+    min_tracked: Optional[int] = typer.Option(None, "--min-tracked", min=0, help="video: the object and a hand must be "
+                                              "tracked together over more than this many kept frames (default 10)."),
+    source_fps: Optional[float] = typer.Option(None, "--source-fps", min=0.001, help="video, folder of frames: its "
+                                               "frame rate (default 30)."),
     evidence: str = typer.Option("auto", "--evidence", help="2D evidence provider: gt (annotated boxes and masks, "
                                  "paper Fig. 4), detected (MediaPipe hands + motpy tracks + GrabCut masks from the "
                                  "dataset's object boxes), files:DIR (DIR/<sequence>/<frame>.json of external "
@@ -65,7 +105,7 @@ def fit(
     methods: str = typer.Option("joint", "--methods", help="Comma-separated: joint, independent (the paper's baseline)."),
     clip_length: int = typer.Option(10, "--clip-length", min=1, help="Frames per clip (reference: 10)."),
     stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Frame stride inside a clip (default: 4 for "
-                                         "HO-3D and Core50, 1 for Epic-Kitchens, as the reference)."),
+                                         "HO-3D and Core50, 1 for Epic-Kitchens, as the reference; 1 for video)."),
     max_clips: Optional[int] = typer.Option(None, "--max-clips", min=0, help="Fit at most this many clips."),
     steps1: int = typer.Option(200, "--steps1", min=0, help="Adam steps of stage 1 (paper: 200)."),
     steps2: int = typer.Option(200, "--steps2", min=0, help="Adam steps of stage 2 (paper: 200)."),
@@ -87,6 +127,11 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Random seed (object rotation hypotheses, simulated hand noise)."),
 ) -> None:
     """Fit hands and objects over DATASET's clips and write 3D labels as WebDataset shards.
+
+    Your own recording: `hodata fit video CLIP.mp4 --object MESH_OR_CATEGORY` (or a folder of
+    frames); the object is found next to the first hand MediaPipe detects (GrabCut), or where
+    --object-box says, and tracked by GrabCut; the camera is --intrinsics, --focal or a guess
+    from --fov (default 65 degrees horizontal). README "Your own video".
 
     Reruns into the same --output skip clips already written (resume; every shard is checked
     first and the clips of a missing or damaged one are fitted again); --overwrite starts over.
@@ -123,6 +168,18 @@ def fit(
                    sessions=parse_id_list(sessions, range(1, 12), "session"),
                    objects=parse_id_list(objects, range(1, 51), "object"), videos=_ids(videos), clips=clips_file,
                    focal=focal, stride=stride)
+    if dataset == "video":
+        root = _video_source(source, root)
+        options.update(object=object_, object_box=object_box, fps=fps, start=start, end=end, intrinsics=intrinsics,
+                       fov=fov, max_side=max_side, min_tracked=min_tracked, source_fps=source_fps,
+                       frames_cache=output / "video_frames")
+    elif source is not None or root is None:
+        raise HodataError(f"dataset {dataset!r} takes its folder as --root DIR" +
+                          (f" (SOURCE {source} is for `hodata fit video`)" if source is not None else ""))
+    else:
+        video_only = dict(object=object_, object_box=object_box, fps=fps, start=start, end=end,
+                          intrinsics=intrinsics, fov=fov, min_tracked=min_tracked, source_fps=source_fps)
+        options.update({k: v for k, v in video_only.items() if v is not None})
     ds = open_dataset(dataset, root, options, clip_length=clip_length, mano_dir=mano_dir, cache_dir=mesh_cache,
                       evidence="gt")
     auto_evidence, auto_init = default_specs(getattr(ds, "dataset_name", dataset))
