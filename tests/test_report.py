@@ -191,8 +191,11 @@ def test_command_errors_are_one_line(results, tmp_path):
     result = runner.invoke(app, ["report", str(results), "--sort", "sideways", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown sort order 'sideways'" in result.output
     result = runner.invoke(app, ["report", "--help"])
-    for option in ("--output", "--sort", "--method", "--videos", "--fps", "--thumb-width", "--root", "--mesh-cache",
-                   "--mano-dir"):
+    result_missing = runner.invoke(app, ["report", str(results), "--metrics", str(tmp_path / "m.csv"),
+                                         "-o", str(tmp_path / "y")])
+    assert result_missing.exit_code == 2 and "m.csv: no such metrics file" in result_missing.output
+    for option in ("--output", "--sort", "--method", "--videos", "--fps", "--thumb-width", "--metrics", "--root",
+                   "--mesh-cache", "--mano-dir"):
         assert option in result.output
 
 

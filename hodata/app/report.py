@@ -227,12 +227,12 @@ def iter_method_clips(method_dir: Path, verify: bool = True):
             yield fit, [s["meta"] for s in ordered], frames
 
 
-def read_eval_metrics(results_dir: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """(method, clip_id) -> metrics of `metrics_per_clip.csv` in results_dir (empty when absent)."""
-    from hodata.app.evaluate import PER_CLIP_FILE
-
-    path = results_dir / PER_CLIP_FILE
+def read_eval_metrics(path: Path, required: bool = False) -> dict[tuple[str, str], dict[str, float]]:
+    """(method, clip_id) -> metrics of a `metrics_per_clip.csv` (`hodata eval`); empty when the
+    file is absent, unless `required` (HodataError naming it)."""
     if not path.is_file():
+        if required:
+            raise HodataError(f"{path}: no such metrics file; pass the metrics_per_clip.csv `hodata eval` wrote")
         return {}
     out = {}
     with open(path, newline="") as handle:
@@ -470,6 +470,7 @@ def build_report(
     write_videos: bool = False,
     fps: float = 10.0,
     thumb_width: int = DEFAULT_THUMB_WIDTH,
+    metrics_csv: str | os.PathLike | None = None,
     progress: Optional[Progress] = None,
 ) -> ReportSummary:
     """Write the review page of every fitted clip in `results_dir` into `output_dir`
@@ -478,11 +479,13 @@ def build_report(
     sort: "worst" | "best" | "name"; methods: only these method folders; cache_dir: mesh cache
     of the object models; mano_dir: MANO files of fits made with MANO; root: dataset root to
     read frames from when the shards hold none (else meshes on mid-grey); write_videos:
-    render an MP4 per clip into the report folder at `fps`. A clip whose meshes cannot be
-    drawn keeps its row with the reason; index.html is written last, atomically.
+    render an MP4 per clip into the report folder at `fps`; metrics_csv: the per-clip metrics
+    of `hodata eval` (default `<results_dir>/metrics_per_clip.csv` when present). A clip whose
+    meshes cannot be drawn keeps its row with the reason; index.html is written last,
+    atomically.
     """
     from hodata.app import draw
-    from hodata.app.evaluate import select_method_dirs
+    from hodata.app.evaluate import PER_CLIP_FILE, select_method_dirs
 
     results_dir = Path(results_dir)
     if sort not in SORT_ORDERS:
@@ -490,19 +493,22 @@ def build_report(
     if thumb_width < 16:
         raise HodataError(f"thumbnail width {thumb_width} is too small; use at least 16 pixels")
     method_dirs = select_method_dirs(results_dir, methods)
+    if metrics_csv is not None:
+        eval_metrics = read_eval_metrics(Path(metrics_csv), required=True)
+    else:
+        eval_metrics = read_eval_metrics(results_dir / PER_CLIP_FILE)
+    from hodata.shards import read_manifest
+
+    total = 0
+    for folder in method_dirs.values():
+        total += len((read_manifest(folder) or {}).get("clips") or {})
+    if total == 0:
+        raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
     out = Path(output_dir) if output_dir is not None else results_dir / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HodataError(f"{out}: cannot create the report folder ({exc.strerror or exc}); choose another -o") from None
-    total = 0
-    for folder in method_dirs.values():
-        from hodata.shards import read_manifest
-
-        total += len((read_manifest(folder) or {}).get("clips") or {})
-    if total == 0:
-        raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
-    eval_metrics = read_eval_metrics(results_dir)
     faces_cache: dict = {}
     rows: list[ClipRow] = []
     messages: list[str] = []

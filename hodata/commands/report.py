@@ -33,6 +33,10 @@ def report(
     thumb_width: int = typer.Option(
         320, "--thumb-width", min=16, help="Width in pixels of the overlay and side-view thumbnails."
     ),
+    metrics: Optional[Path] = typer.Option(
+        None, "--metrics", help="metrics_per_clip.csv of `hodata eval`, whose per-clip errors the page shows "
+        "(default: RESULTS/metrics_per_clip.csv when present).",
+    ),
     root: Optional[Path] = typer.Option(
         None, "--root", help="Dataset root to read frames from when the shards hold no jpg (HO-3D / synthetic "
         "layout, Epic-Kitchens rgb_frames). Without frames, meshes go on mid-grey.",
@@ -67,7 +71,7 @@ def report(
 
         summary = build_report(results, output, sort=sort, methods=method or None, cache_dir=mesh_cache,
                                mano_dir=mano_dir, root=root, write_videos=videos, fps=fps, thumb_width=thumb_width,
-                               progress=advance)
+                               metrics_csv=metrics, progress=advance)
     for message in summary.messages:
         console.print(f"[yellow]no thumbnail:[/yellow] {message}", highlight=False, soft_wrap=True)
     extra = f", {summary.videos_written} MP4s" if summary.videos_written else ""
