@@ -190,7 +190,7 @@ def test_metrics_without_ground_truth_hands_are_absent(data, tmp_path):
     assert not (results / METRICS_FILE).exists()
     # the fits use the open hand: both tables' titles say the numbers are not HO-3D challenge ones
     text = " ".join(result.stdout.split())
-    note = ("hand metrics on joint: the open hand (open-hand-v1, 1287 vertices), not MANO's 778 - not comparable "
+    note = ("hand metrics on the open hand (open-hand-v1, 1287 vertices), not MANO's 778 - not comparable "
             "with HO-3D challenge results")
     assert text.count(note) == 2, text
     assert "Metrics of later papers (HOLD protocol, HO-3D v3)" in text
@@ -338,6 +338,12 @@ def test_hand_topology_note_for_mano_open_hand_and_mislabelled_files(tmp_path):
     assert "not comparable with HO-3D challenge" in note
     # off HO-3D the challenge is not mentioned
     assert "challenge" not in hand_topology_note(summary, "core50")
+    # methods on different hand models are named
+    mixed = {**summary, "independent": {"hand_models": ["mano"], "hand_vertices": [778], "gt_hand_vertices": [],
+                                        "mano_topology": True}}
+    assert hand_topology_note(mixed, "ho3d").startswith(
+        "hand metrics on joint: hand model mano (1287 vertices; ground truth 1287 vertices), not MANO's 778; "
+        "independent: MANO (778 vertices) - not comparable")
 
 
 def test_eval_title_says_mano_topology(data, two_methods, monkeypatch):

@@ -150,8 +150,8 @@ def test_quality_read_generically_from_the_json():
     assert rp.frame_quality({"quality": 0.7}) == (0.7, [], {})
     score, raised, signals = rp.frame_quality({"quality": {
         "score": 0.4, "flags": {"jitter": True, "far": False}, "basis": ["x"], "v2d_px": 3.0, "mask_iou": None,
-        "signals": {"depth_gap_m": 0.05, "name": "text"}}})
-    assert (score, raised, signals) == (0.4, ["jitter"], {"v2d_px": 3.0, "signals.depth_gap_m": 0.05})
+        "version": 2, "signals": {"depth_gap_m": 0.05, "name": "text"}, "extra": {"a": 1.5}}})
+    assert (score, raised, signals) == (0.4, ["jitter"], {"v2d_px": 3.0, "depth_gap_m": 0.05, "extra.a": 1.5})
     metas = [{"quality": {"score": 0.2, "clip_score": 0.9}}, {"quality": {"score": 0.4}}]
     assert rp.clip_quality(metas, [0.2, 0.4]) == 0.9
     assert rp.clip_quality([{"quality": {}}], [0.2, 0.4]) == pytest.approx(0.3)

@@ -173,20 +173,24 @@ def hand_topology_note(topology: Mapping[str, Mapping[str, Any]], dataset: str =
         return ""
     if all(t.get("mano_topology") for t in with_hands.values()):
         return f"hand metrics on MANO's {HO3D_NUM_VERTICES} vertices"
-    parts = []
+    described: dict[str, str] = {}
     for method, t in with_hands.items():
         if t.get("mano_topology"):
-            parts.append(f"{method}: MANO ({HO3D_NUM_VERTICES} vertices)")
+            described[method] = f"MANO ({HO3D_NUM_VERTICES} vertices)"
             continue
         models = ", ".join(t["hand_models"]) or "unknown model"
         counts = "/".join(str(c) for c in t["hand_vertices"])
-        what = "the open hand" if all(m.startswith("open") for m in t["hand_models"]) else f"hand model {models}"
-        detail = f"{models}, {counts} vertices" if what == "the open hand" else f"{counts} vertices"
+        is_open = all(m.startswith("open") for m in t["hand_models"])
+        detail = f"{models}, {counts} vertices" if is_open else f"{counts} vertices"
         gt = [c for c in t.get("gt_hand_vertices", []) if c != HO3D_NUM_VERTICES]
-        if gt and what != "the open hand":
+        if gt and not is_open:
             detail += f"; ground truth {'/'.join(str(c) for c in gt)} vertices"
-        parts.append(f"{method}: {what} ({detail}), not MANO's {HO3D_NUM_VERTICES}")
-    note = "hand metrics on " + "; ".join(parts)
+        what = "the open hand" if is_open else f"hand model {models}"
+        described[method] = f"{what} ({detail}), not MANO's {HO3D_NUM_VERTICES}"
+    if len(set(described.values())) == 1:   # one description for every method
+        note = "hand metrics on " + next(iter(described.values()))
+    else:
+        note = "hand metrics on " + "; ".join(f"{m}: {d}" for m, d in described.items())
     if dataset == "ho3d":
         note += " - not comparable with HO-3D challenge results (fit with --mano-dir for those)"
     return note

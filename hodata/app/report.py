@@ -104,6 +104,10 @@ def _number(value: Any) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+# entries of a frame's `quality` that are not quality signals
+_NOT_SIGNALS = frozenset({"score", "raised", "flags", "basis", "clip_score", "version"})
+
+
 def frame_quality(meta: Mapping[str, Any]) -> tuple[Optional[float], list[str], dict[str, float]]:
     """(score, raised flags, other numeric signals) of one frame's json `meta`.
 
@@ -123,14 +127,14 @@ def frame_quality(meta: Mapping[str, Any]) -> tuple[Optional[float], list[str], 
         raised = [name for name, value in flags.items() if value is True]
     signals: dict[str, float] = {}
     for name, value in quality.items():
-        if name in ("score", "raised", "flags", "basis", "clip_score"):
+        if name in _NOT_SIGNALS:
             continue
         if _number(value) is not None:
             signals[str(name)] = _number(value)
         elif isinstance(value, Mapping):
             for inner, v in value.items():
                 if _number(v) is not None:
-                    signals[f"{name}.{inner}"] = _number(v)
+                    signals[str(inner) if name == "signals" else f"{name}.{inner}"] = _number(v)
     return score, [str(r) for r in raised], signals
 
 
@@ -309,8 +313,10 @@ def quality_svg(scores: Sequence[Optional[float]], raised: Sequence[Sequence[str
     pad = 4
     T = len(scores)
 
+    left = 12   # room for the axis labels
+
     def x(t: int) -> float:
-        return pad + (width - 2 * pad) * (t / (T - 1) if T > 1 else 0.5)
+        return left + (width - left - pad) * (t / (T - 1) if T > 1 else 0.5)
 
     def y(s: float) -> float:
         return pad + (height - 2 * pad) * (1.0 - min(max(s, 0.0), 1.0))
@@ -318,9 +324,9 @@ def quality_svg(scores: Sequence[Optional[float]], raised: Sequence[Sequence[str
     parts = [f'<svg class="qplot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="per-frame quality">',
              f'<rect x="0" y="0" width="{width}" height="{height}" class="qbg"/>',
-             f'<line x1="{pad}" y1="{y(0.5):.1f}" x2="{width - pad}" y2="{y(0.5):.1f}" class="qmid"/>',
-             f'<text x="{width - pad}" y="{pad + 7}" class="qax">1</text>',
-             f'<text x="{width - pad}" y="{height - pad}" class="qax">0</text>']
+             f'<line x1="{left}" y1="{y(0.5):.1f}" x2="{width - pad}" y2="{y(0.5):.1f}" class="qmid"/>',
+             f'<text x="{left - 3}" y="{y(1.0) + 3:.1f}" class="qax">1</text>',
+             f'<text x="{left - 3}" y="{y(0.0) + 3:.1f}" class="qax">0</text>']
     run: list[str] = []
     for t, s in enumerate(list(scores) + [None]):
         if s is not None:
@@ -352,11 +358,11 @@ th,td{border-bottom:1px solid #ddd;padding:6px 8px;vertical-align:top;text-align
 th{background:#eee;position:sticky;top:0}
 td.q{font:600 18px/1.2 system-ui,sans-serif;white-space:nowrap}
 .qbad{color:#b00020} .qmed{color:#a86400} .qgood{color:#1b7a1b}
-img.thumb{display:block;max-width:100%;height:auto;border:1px solid #ccc}
+img.thumb{display:block;width:min(15vw,320px);height:auto;border:1px solid #ccc}
 .qplot .qbg{fill:#f4f4f4} .qplot .qax{font-size:8px;fill:#999;text-anchor:end} .qplot .qmid{stroke:#ccc;stroke-dasharray:3 3}
 .qplot .qline{fill:none;stroke:#3366cc;stroke-width:1.5} .qplot .qpt{fill:#3366cc} .qplot .qpt.bad{fill:#d62728}
 .flag{display:inline-block;background:#fde0e0;color:#900;border-radius:3px;padding:0 5px;margin:1px;font-size:12px}
-.none{color:#888} .kv{font-size:12px;border:0} .kv td{border:0;padding:0 6px 0 0}
+.none{color:#888} .kv{font-size:12px;border:0} .kv td{border:0;padding:0 6px 0 0;white-space:nowrap}
 .small{font-size:12px;color:#555} #broken{color:#b00020;font-weight:600}
 img.broken{outline:3px solid #d62728}
 """
