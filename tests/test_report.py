@@ -170,6 +170,22 @@ def test_one_clip_without_its_model_keeps_its_row(results, tmp_path):
     assert "no thumbnail" in page and html.escape(MODEL_ID) in page
 
 
+def test_an_unforeseen_error_in_one_clip_keeps_the_others(results, cache_dir, tmp_path, monkeypatch):
+    real = rp.render_thumbnails
+
+    def fails_on_b(fit, *args, **kwargs):
+        if fit.clip_id == "synthetic_B_0000":
+            raise ValueError("degenerate mesh")
+        return real(fit, *args, **kwargs)
+
+    monkeypatch.setattr(rp, "render_thumbnails", fails_on_b)
+    summary = rp.build_report(results, tmp_path / "page", cache_dir=cache_dir, methods=["joint"])
+    problems = {r.clip_id: r.problem for r in summary.clips}
+    assert problems == {"synthetic_A_0000": "", "synthetic_B_0000": "ValueError: degenerate mesh",
+                        "synthetic_C_0000": ""}
+    assert all(r.overlay for r in summary.clips if r.clip_id != "synthetic_B_0000")
+
+
 def test_command_writes_videos_and_links_them(results, cache_dir, tmp_path):
     out = tmp_path / "page"
     result = runner.invoke(app, ["report", str(results / "joint"), "-o", str(out), "--mesh-cache", str(cache_dir),

@@ -541,9 +541,11 @@ def build_report(
                     video.parent.mkdir(parents=True, exist_ok=True)
                     draw.write_video(panels, video, fps)
                     videos += 1
-            except HodataError as exc:   # one clip's missing model never stops the page
-                row.problem = str(exc)
-                messages.append(f"{method} {fit.clip_id}: {exc}")
+            except OSError:   # the report folder itself (disk full, permissions): the cli names it
+                raise
+            except Exception as exc:  # noqa: BLE001 - one clip (a missing model, a bad mesh) never stops the page
+                row.problem = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
+                messages.append(f"{method} {fit.clip_id}: {row.problem}")
             for candidate in (out / VIDEOS_DIR / _safe_name(method) / f"{stem}.mp4", folder / "overlays" / f"{stem}.mp4"):
                 if candidate.is_file():
                     row.video = _relative(candidate, out)
