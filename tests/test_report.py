@@ -243,6 +243,15 @@ def test_page_renders_every_clip_in_headless_chromium(results, cache_dir, tmp_pa
     rows = re.findall(r'<tr class="clip" id="clip-(\d+)" data-clip="([^"]+)" data-method="([^"]+)"', dom.stdout)
     assert [(m, c) for _, c, m in rows] == [(r.method, r.clip_id) for r in summary.clips]
 
+    # the page re-sorts itself in the browser: best first from the address, as build_report would
+    dom = chromium(["--dump-dom", url + "#sort=best"], tmp_path / "profile")
+    rows = re.findall(r'<tr class="clip" id="clip-\d+" data-clip="([^"]+)" data-method="([^"]+)"', dom.stdout)
+    assert [(m, c) for c, m in rows] == [(r.method, r.clip_id) for r in summary.clips][::-1]
+    assert 'data-order="best"' in dom.stdout
+    dom = chromium(["--dump-dom", url + "#sort=name"], tmp_path / "profile")
+    rows = re.findall(r'<tr class="clip" id="clip-\d+" data-clip="([^"]+)" data-method="([^"]+)"', dom.stdout)
+    assert [(m, c) for c, m in rows] == sorted((r.method, r.clip_id) for r in summary.clips)
+
     # a moved thumbnail shows as broken in the browser (what the check above would catch)
     broken = tmp_path / "page" / summary.clips[0].overlay
     broken.rename(broken.with_suffix(".moved"))

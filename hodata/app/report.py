@@ -4,7 +4,8 @@
     summary.index_path, [c.clip_id for c in summary.clips]   # clips in page order
 
 One folder, opened from disk (file://) without a server: `index.html` with inline CSS and a
-few lines of inline script (no external assets), `thumbs/<method>/<clip>_{overlay,side}.jpg`
+few lines of inline script (no external assets; the script re-sorts the rows from the page's
+order control or `index.html#sort=best|worst|name`, and flags thumbnails that fail to load), `thumbs/<method>/<clip>_{overlay,side}.jpg`
 and, with `write_videos`, `videos/<method>/<clip>.mp4`. Every link is relative, so the folder
 can be moved or zipped whole.
 
@@ -367,9 +368,33 @@ img.thumb{display:block;width:min(15vw,320px);height:auto;border:1px solid #ccc}
 img.broken{outline:3px solid #d62728}
 """
 
-# Marks the page once every image has loaded or failed: `data-images` and
+# Reorders the rows in the browser (the select, or `index.html#sort=best` in the address), and
+# marks the page once every image has loaded or failed: `data-images` and
 # `data-images-broken` on <body> (tests read them), and a warning line when any is broken.
 _SCRIPT = """
+function hodataSort(order) {
+  var body = document.querySelector('#clips tbody');
+  var rows = Array.prototype.slice.call(body.querySelectorAll('tr.clip'));
+  function quality(r) { var v = r.getAttribute('data-quality'); return v === '' ? null : parseFloat(v); }
+  function name(a, b) {
+    var x = a.getAttribute('data-name'), y = b.getAttribute('data-name');
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  rows.sort(function (a, b) {
+    if (order === 'name') return name(a, b);
+    var qa = quality(a), qb = quality(b);
+    if (qa === null || qb === null) return (qa === null) - (qb === null) || name(a, b);
+    return (order === 'best' ? qb - qa : qa - qb) || name(a, b);
+  });
+  rows.forEach(function (r, i) { r.cells[0].textContent = String(i + 1); body.appendChild(r); });
+  document.body.setAttribute('data-order', order);
+}
+document.addEventListener('DOMContentLoaded', function () {
+  var select = document.getElementById('order');
+  var wanted = /sort=(worst|best|name)/.exec(location.hash);
+  if (wanted) { select.value = wanted[1]; hodataSort(wanted[1]); }
+  select.addEventListener('change', function () { location.hash = 'sort=' + select.value; hodataSort(select.value); });
+});
 window.addEventListener('load', function () {
   var imgs = document.images, broken = 0;
   for (var i = 0; i < imgs.length; i++) {
@@ -428,23 +453,30 @@ def render_row(index: int, row: ClipRow) -> str:
         or '<span class="none">none</span>'
     signals = _kv_table({k: _fmt(v) for k, v in row.signals.items()})
     metrics = _kv_table({label: fmt.format(row.metrics[key]) for key, label, fmt in EVAL_COLUMNS if key in row.metrics})
+    quality_attr = "" if q is None else repr(float(q))
     return (f'<tr class="clip" id="clip-{index}" data-clip="{e(row.clip_id, quote=True)}" '
-            f'data-method="{e(row.method, quote=True)}">'
+            f'data-method="{e(row.method, quote=True)}" data-quality="{quality_attr}" '
+            f'data-name="{e(row.method + chr(9) + row.clip_id, quote=True)}">'
             f"<td>{index}</td>{quality}{name}{overlay}{side}<td>{losses}</td><td>{flags}</td><td>{signals}</td>"
             f"<td>{metrics}</td></tr>")
 
 
-def render_page(rows: Sequence[ClipRow], title: str, subtitle: str) -> str:
-    """The whole index.html."""
+_ORDER_LABELS = {"worst": "worst quality first", "best": "best quality first", "name": "by method and clip"}
+
+
+def render_page(rows: Sequence[ClipRow], title: str, subtitle: str, order: str = "worst") -> str:
+    """The whole index.html (rows in the order given; `order` preselects the sort control)."""
     e = html.escape
     header = "".join(f"<th>{h}</th>" for h in ("#", "quality", "clip", "overlay", "side view", "final losses",
                                                  "raised flags", "quality signals (mean)", "eval"))
     body = "\n".join(render_row(i + 1, row) for i, row in enumerate(rows))
+    options = "".join(f'<option value="{k}"{" selected" if k == order else ""}>{v}</option>'
+                      for k, v in _ORDER_LABELS.items())
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{e(title)}</title><style>{_CSS}</style></head>\n"
         f"<body data-clips=\"{len(rows)}\"><h1>{e(title)}</h1><p class=\"sub\">{e(subtitle)}</p>"
-        "<p id=\"broken\"></p>\n"
+        f"<p><label>order <select id=\"order\">{options}</select></label></p><p id=\"broken\"></p>\n"
         f"<table id=\"clips\"><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table>\n"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
@@ -556,12 +588,12 @@ def build_report(
     rows = sort_rows(rows, sort)
     scored = [r.quality for r in rows if r.quality is not None]
     flagged = sum(1 for r in rows if r.flags)
-    order = {"worst": "worst quality first", "best": "best quality first", "name": "by method and clip"}[sort]
+    order = _ORDER_LABELS[sort]
     subtitle = (f"{len(rows)} clips of {', '.join(method_dirs)} from {results_dir}, {order}; "
                 f"mean clip quality {_fmt(sum(scored) / len(scored) if scored else None, '{:.2f}')}; "
                 f"{flagged} of them raise flags. Thumbnails: the clip's lowest-quality frame.")
     index = out / INDEX_NAME
-    _write_text_atomic(index, render_page(rows, "hodata report", subtitle))
+    _write_text_atomic(index, render_page(rows, "hodata report", subtitle, sort))
     return ReportSummary(index_path=index, clips=rows, videos_written=videos, messages=messages)
 
 
