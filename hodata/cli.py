@@ -61,7 +61,7 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app); a module missing here is a command not yet built.
-COMMAND_MODULES = ["info", "prep_meshes", "select_clips", "evidence", "fit", "eval", "demo", "show"]
+COMMAND_MODULES = ["info", "prep_meshes", "select_clips", "evidence", "fit", "eval", "demo", "show", "report"]
 
 
 def _version(value: bool) -> None:

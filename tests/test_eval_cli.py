@@ -136,6 +136,27 @@ def test_metrics_of_exact_and_moved_fits(data, two_methods):
     assert moved["contact_pct"] == pytest.approx(100.0 * np.mean(np.array(depths) > 0))
     assert moved["penetration_mm"] > 0.5    # the moved hand does push into the mug
 
+    # HOLD-protocol metrics: exact fits score 0 / 1; the moved fits' translations are aligned
+    # away (root-aligned MPJPE, object CD and F-scores), but not the object's offset relative
+    # to the hand (CD_h), which scipy computes independently
+    for key in ("hand_mpjpe_ra_mm", "object_cd_cm2", "object_cd_h_cm2"):
+        assert exact[key] == pytest.approx(0.0, abs=1e-9), key
+        assert moved[key] is not None, key
+    assert moved["hand_mpjpe_ra_mm"] == pytest.approx(0.0, abs=1e-9)
+    assert moved["object_cd_cm2"] == pytest.approx(0.0, abs=1e-9)
+    for key in ("object_fscore_5mm", "object_fscore_10mm"):
+        assert exact[key] == pytest.approx(1.0) and moved[key] == pytest.approx(1.0), key
+    cd_h = []
+    for clip in data.clips:
+        wrist = clip.gt_hands[0].joints[:, 0].numpy()
+        for t in range(len(clip)):
+            gt_rel = clip.gt_object.vertices[t].numpy() - wrist[t]
+            pred_rel = (clip.gt_object.vertices[t] + OBJECT_OFFSET).numpy() - (wrist[t] + HAND_OFFSET.numpy())
+            cd_h.append(np.mean(cKDTree(gt_rel).query(pred_rel)[0] ** 2) + np.mean(cKDTree(pred_rel).query(gt_rel)[0] ** 2))
+    # the object moved by (2, 0, 3) cm relative to the hand: below 2 * 13 cm^2, far above 0
+    assert 1.0 < moved["object_cd_h_cm2"] < 26.0
+    assert moved["object_cd_h_cm2"] == pytest.approx(np.mean(cd_h) * 1e4, rel=1e-5)
+
     lines = (two_methods / PER_CLIP_FILE).read_text().splitlines()
     header = lines[0].split(",")
     assert header[:4] == ["method", "clip_id", "sequence", "frames"] and set(header[4:]) == set(METRIC_KEYS) - {"frames"}
@@ -167,6 +188,16 @@ def test_metrics_without_ground_truth_hands_are_absent(data, tmp_path):
     table_row = next(line for line in result.stdout.splitlines() if line.strip().startswith("joint"))
     assert table_row.count("—") == 5 and "2.00" in table_row
     assert not (results / METRICS_FILE).exists()
+    # the fits use the open hand: both tables' titles say the numbers are not HO-3D challenge ones
+    text = " ".join(result.stdout.split())
+    note = ("hand metrics on the open hand (open-hand-v1, 1287 vertices), not MANO's 778 - not comparable "
+            "with HO-3D challenge results")
+    assert text.count(note) == 2, text
+    assert "Metrics of later papers (HOLD protocol, HO-3D v3)" in text
+    info = json.loads((out / METRICS_FILE).read_text())["_info"]
+    assert info["hand_topology"]["joint"] == {"hand_models": ["open-hand-v1"], "hand_vertices": [1287],
+                                              "gt_hand_vertices": [], "mano_topology": False}
+    assert info["hand_topology_note"].startswith(note)
 
 
 def test_fits_of_frames_the_dataset_lacks_are_named(data, tmp_path):
@@ -258,3 +289,78 @@ def test_corrupt_shard_is_named_or_skipped_with_flag(data, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((results / "metrics.json").read_text())
     assert metrics["joint"]["frames"] == 8  # two clips of four frames left
+
+
+def _hand_fit(model_name: str, vertices: torch.Tensor) -> FitResult:
+    from hodata.types import HandState
+
+    T = vertices.shape[0]
+    hand = HandState(side="right", vertices=vertices, joints=torch.zeros(T, 21, 3), model_name=model_name)
+    return FitResult(clip_id="c", dataset="ho3d", sequence="S", frame_ids=[str(i) for i in range(T)],
+                     K=torch.eye(3), image_size=(8, 8), hands=[hand], objects=[])
+
+
+def test_hand_topology_note_for_mano_open_hand_and_mislabelled_files(tmp_path):
+    """The title's note from the hands actually fitted: MANO's 778 vertices; the open hand; a
+    MANO-format file that is not MANO's topology (the tests' pickles hold the open hand)."""
+    from hodata import handmodel
+    from hodata.app.evaluate import _TopologyTally, hand_topology_note
+    from hodata.types import Clip, HandState
+
+    def note_for(fit, gt_vertices=None):
+        tally = _TopologyTally()
+        tally.add_fit("joint", fit)
+        if gt_vertices is not None:
+            clip = Clip(dataset="ho3d", sequence="S", frame_ids=fit.frame_ids, image_paths=[], K=fit.K,
+                        image_size=(8, 8), object_model_id="", hand_sides=["right"],
+                        gt_hands=[HandState(side="right", vertices=gt_vertices, joints=torch.zeros(2, 21, 3),
+                                                    model_name="mano")])
+            tally.add_ground_truth("joint", clip)
+        return tally.summary(), hand_topology_note(tally.summary(), "ho3d")
+
+    summary, note = note_for(_hand_fit("mano", torch.zeros(2, 778, 3)), torch.zeros(2, 778, 3))
+    assert summary["joint"]["mano_topology"] is True
+    assert note == "hand metrics on MANO's 778 vertices"
+
+    open_hand = handmodel.load("right", model="open")
+    summary, note = note_for(_hand_fit(open_hand.model_name, open_hand(hand_pose=torch.zeros(2, 16)).vertices))
+    assert summary["joint"]["mano_topology"] is False
+    assert "the open hand (open-hand-v1, 1287 vertices)" in note and "not comparable with HO-3D challenge" in note
+
+    # a MANO-format pickle written from the open hand: named "mano", but not MANO's topology
+    handmodel.write_mano_pickle(tmp_path / "MANO_RIGHT.pkl", "right")
+    layer = handmodel.load("right", mano_dir=tmp_path, model="mano")
+    assert layer.model_name == "mano"
+    summary, note = note_for(_hand_fit(layer.model_name, layer(hand_pose=torch.zeros(2, 16)).vertices),
+                             torch.zeros(2, 1287, 3))
+    assert summary["joint"]["mano_topology"] is False
+    assert "hand model mano (1287 vertices; ground truth 1287 vertices), not MANO's 778" in note
+    assert "not comparable with HO-3D challenge" in note
+    # off HO-3D the challenge is not mentioned
+    assert "challenge" not in hand_topology_note(summary, "core50")
+    # methods on different hand models are named
+    mixed = {**summary, "independent": {"hand_models": ["mano"], "hand_vertices": [778], "gt_hand_vertices": [],
+                                        "mano_topology": True}}
+    assert hand_topology_note(mixed, "ho3d").startswith(
+        "hand metrics on joint: hand model mano (1287 vertices; ground truth 1287 vertices), not MANO's 778; "
+        "independent: MANO (778 vertices) - not comparable")
+
+
+def test_eval_title_says_mano_topology(data, two_methods, monkeypatch):
+    """The command shows the MANO note in the title of both tables (report from MANO fits)."""
+    from hodata.app import evaluate as evaluation
+
+    real = evaluation.evaluate_results
+
+    def as_if_mano(*args, **kwargs):
+        report = real(*args, **kwargs)
+        report.hand_topology = {m: {"hand_models": ["mano"], "hand_vertices": [778], "gt_hand_vertices": [778],
+                                    "mano_topology": True} for m in report.methods}
+        return report
+
+    monkeypatch.setattr(evaluation, "evaluate_results", as_if_mano)
+    result = runner.invoke(app, ["eval", "ho3d", "--results", str(two_methods / "joint"), "--root", str(data.root),
+                                 "--split", "evaluation", "--mesh-cache", str(data.cache), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert text.count("hand metrics on MANO's 778 vertices") == 2 and "not comparable" not in text

@@ -40,6 +40,21 @@ TABLE_CAPTION = (
     "Procrustes-aligned vertex error, F-scores at 5 / 15 mm; Object: vertex mean distance, ADD-S; "
     "Interaction: penetration depth, contact %. — = no ground truth."
 )
+# The metrics later papers report on HO-3D v3 (HOLD, CVPR 2024, and its followers;
+# hodata.metrics.hold), a second table beside Table 1.
+HOLD_TABLE_COLUMNS = (
+    ("Hand", "MPJPE", "ra.mm", "hand_mpjpe_ra_mm", "{:.1f}"),
+    ("Object", "CD", "cm²", "object_cd_cm2", "{:.2f}"),
+    ("", "F@5", "mm", "object_fscore_5mm", "{:.3f}"),
+    ("", "F@10", "mm", "object_fscore_10mm", "{:.3f}"),
+    ("Hand-obj.", "CD_h", "cm²", "object_cd_h_cm2", "{:.2f}"),
+)
+HOLD_TABLE_CAPTION = (
+    "HOLD (CVPR 2024) protocol: root-aligned MPJPE; object chamfer distance (sum of mean squared "
+    "distances) and F-scores at 5 / 10 mm (fractions; HOLD prints %) after root alignment; CD_h: the "
+    "object's chamfer distance in the hand's frame. — = no ground truth."
+)
+HOLD_TABLE_TITLE = "Metrics of later papers (HOLD protocol, HO-3D v3)"
 ABSENT = "—"
 
 
@@ -48,20 +63,21 @@ def format_metric(value: Any, fmt: str) -> str:
     return ABSENT if value is None else fmt.format(value)
 
 
-def metrics_table(methods: dict[str, dict[str, Any]], title: str = ""):
-    """A rich Table laid out like the paper's Table 1: one row per method, column groups
-    Hand / Object / Interaction."""
+def metrics_table(methods: dict[str, dict[str, Any]], title: str = "", columns=TABLE_COLUMNS,
+                  caption: str = TABLE_CAPTION):
+    """A rich Table laid out like the paper's Table 1 (default `columns`): one row per method,
+    column groups Hand / Object / Interaction; `HOLD_TABLE_COLUMNS` for the second table."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title or None, caption=TABLE_CAPTION, box=box.SIMPLE_HEAD, padding=(0, 0),
+    table = Table(title=title or None, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 0),
                   pad_edge=False)
     table.add_column("\n\nMethod", justify="left", no_wrap=True)
-    for group, name, unit, _, _ in TABLE_COLUMNS:
+    for group, name, unit, _, _ in columns:
         table.add_column(f"[bold]{group}[/bold]\n{name}\n{unit}", justify="right", no_wrap=True)
     table.add_column("\n\nframes", justify="right", no_wrap=True)
     for method, values in methods.items():
-        cells = [format_metric(values.get(key), fmt) for *_, key, fmt in TABLE_COLUMNS]
+        cells = [format_metric(values.get(key), fmt) for *_, key, fmt in columns]
         table.add_row(method, *cells, str(values.get("frames", 0)))
     return table
 

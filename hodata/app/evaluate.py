@@ -17,7 +17,13 @@ mesh from the mesh cache, not its 32^3 grid, which under-reports penetration.
 Outputs, in the results folder (or `output_dir`):
 - `metrics.json`: `{method: {key: value for key in METRIC_KEYS}}` (values in the units of the
   key names, None when absent) plus an `"_info"` block (dataset, root, split, clips and hand
-  models per method, hodata version); the underscore keeps it apart from method names.
+  models per method, the hand topology the hand metrics were computed on, hodata version);
+  the underscore keeps it apart from method names.
+
+Hand topology: the hand metrics compare the fitted hand's vertices with the ground truth's.
+With MANO files (`--mano-dir`) both are MANO's 778 vertices and the numbers are those of the
+HO-3D challenge; with the open hand (1287 vertices, no MANO correspondence) they are not
+comparable with it, which `hand_topology_note` says (the eval table's title shows it).
 - `metrics_per_clip.csv`: one row per (method, clip): method, clip_id, sequence, frames and
   every metric key (empty cell = absent).
 
@@ -83,6 +89,7 @@ class EvaluationReport:
     clips: list[dict[str, Any]]
     method_dirs: dict[str, Path]
     hand_models: dict[str, list[str]] = field(default_factory=dict)
+    hand_topology: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     not_evaluated: list[str] = field(default_factory=list)
     metrics_path: Optional[Path] = None
@@ -99,6 +106,8 @@ class EvaluationReport:
             "clips": {m: sum(row["method"] == m for row in self.clips) for m in self.methods},
             "frames": {m: v["frames"] for m, v in self.methods.items()},
             "hand_models": self.hand_models,
+            "hand_topology": self.hand_topology,
+            "hand_topology_note": hand_topology_note(self.hand_topology, self.dataset),
             "hodata_version": __version__,
             "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -121,6 +130,70 @@ class ExportReport:
     @property
     def filled(self) -> int:
         return self.interpolated + self.zeroed
+
+
+# ----------------------------------------------------------------------------- hand topology
+
+
+class _TopologyTally:
+    """Hand models and vertex counts seen per method, fitted and ground truth."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, set[str]] = {}
+        self.vertices: dict[str, set[int]] = {}
+        self.gt_vertices: dict[str, set[int]] = {}
+
+    def add_fit(self, method: str, fit: FitResult) -> None:
+        self.models.setdefault(method, set()).update(h.model_name for h in fit.hands)
+        self.vertices.setdefault(method, set()).update(int(h.vertices.shape[-2]) for h in fit.hands)
+        self.gt_vertices.setdefault(method, set())
+
+    def add_ground_truth(self, method: str, clip: Clip) -> None:
+        self.gt_vertices.setdefault(method, set()).update(
+            int(h.vertices.shape[-2]) for h in clip.gt_hands if h.vertices is not None and h.vertices.numel() > 0)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for method in self.models:
+            models, counts, gt = sorted(self.models[method]), sorted(self.vertices[method]), sorted(self.gt_vertices[method])
+            out[method] = {
+                "hand_models": models, "hand_vertices": counts, "gt_hand_vertices": gt,
+                "mano_topology": bool(counts) and all(m.startswith("mano") for m in models)
+                and counts == [HO3D_NUM_VERTICES] and all(c == HO3D_NUM_VERTICES for c in gt),
+            }
+        return out
+
+
+def hand_topology_note(topology: Mapping[str, Mapping[str, Any]], dataset: str = "") -> str:
+    """One line saying which hand mesh the hand metrics were computed on (the eval table's
+    title): MANO's 778 vertices, or another hand model -- then, on HO-3D, that the numbers are
+    not comparable with the HO-3D challenge's. topology: `EvaluationReport.hand_topology`."""
+    with_hands = {m: t for m, t in topology.items() if t.get("hand_vertices")}
+    if not with_hands:
+        return ""
+    if all(t.get("mano_topology") for t in with_hands.values()):
+        return f"hand metrics on MANO's {HO3D_NUM_VERTICES} vertices"
+    described: dict[str, str] = {}
+    for method, t in with_hands.items():
+        if t.get("mano_topology"):
+            described[method] = f"MANO ({HO3D_NUM_VERTICES} vertices)"
+            continue
+        models = ", ".join(t["hand_models"]) or "unknown model"
+        counts = "/".join(str(c) for c in t["hand_vertices"])
+        is_open = all(m.startswith("open") for m in t["hand_models"])
+        detail = f"{models}, {counts} vertices" if is_open else f"{counts} vertices"
+        gt = [c for c in t.get("gt_hand_vertices", []) if c != HO3D_NUM_VERTICES]
+        if gt and not is_open:
+            detail += f"; ground truth {'/'.join(str(c) for c in gt)} vertices"
+        what = "the open hand" if is_open else f"hand model {models}"
+        described[method] = f"{what} ({detail}), not MANO's {HO3D_NUM_VERTICES}"
+    if len(set(described.values())) == 1:   # one description for every method
+        note = "hand metrics on " + next(iter(described.values()))
+    else:
+        note = "hand metrics on " + "; ".join(f"{m}: {d}" for m, d in described.items())
+    if dataset == "ho3d":
+        note += " - not comparable with HO-3D challenge results (fit with --mano-dir for those)"
+    return note
 
 
 # ----------------------------------------------------------------------------- results folders
@@ -391,6 +464,7 @@ def evaluate_results(
     # lists are kept), so that frames the dataset lacks fail before any long evaluation.
     fitted: dict[str, list[_Fitted]] = {}
     hand_models: dict[str, list[str]] = {}
+    topology = _TopologyTally()
     kept_fits: Optional[dict[str, FitResult]] = None
     for method, folder in method_dirs.items():
         fits = load_fits(folder, skip_corrupt)
@@ -398,6 +472,8 @@ def evaluate_results(
             continue
         fitted[method] = [_Fitted(f.clip_id, f.sequence, [str(i) for i in f.frame_ids]) for f in fits.values()]
         hand_models[method] = sorted({h.model_name for f in fits.values() for h in f.hands})
+        for f in fits.values():
+            topology.add_fit(method, f)
         kept_fits = fits if len(method_dirs) == 1 else None
     if not fitted:
         raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
@@ -440,6 +516,7 @@ def evaluate_results(
                     f"{method_dirs[method]}: clip {fit.clip_id} was fitted on dataset '{fit.dataset}' but {root} "
                     f"is '{clip.dataset}'; pass the dataset root the fits were made on"
                 )
+            topology.add_ground_truth(method, clip)
             try:
                 metrics = evaluate_fit_against_clip(fit_to(fit, device, dtype), clip, models, contact_tolerance)
             except HodataError:
@@ -460,6 +537,7 @@ def evaluate_results(
         clips=rows,
         method_dirs={m: method_dirs[m] for m in fitted},
         hand_models=hand_models,
+        hand_topology=topology.summary(),
         messages=list(dict.fromkeys(getattr(dataset, "messages", []))) + not_evaluated,
         not_evaluated=not_evaluated,
     )
@@ -513,6 +591,7 @@ def evaluate_without_ground_truth(
     rows: list[dict[str, Any]] = []
     not_evaluated: list[str] = []
     hand_models: dict[str, list[str]] = {}
+    topology = _TopologyTally()
     evaluated = {}
     for method, folder in method_dirs.items():
         fits = load_fits(folder, skip_corrupt)
@@ -520,6 +599,8 @@ def evaluate_without_ground_truth(
             continue
         evaluated[method] = folder
         hand_models[method] = sorted({h.model_name for f in fits.values() for h in f.hands})
+        for f in fits.values():
+            topology.add_fit(method, f)
         for clip_id in sorted(fits):
             fit = fit_to(fits[clip_id], device, dtype)
             if fit.dataset != dataset_name:
@@ -555,7 +636,8 @@ def evaluate_without_ground_truth(
     report = EvaluationReport(
         dataset=dataset_name, root=Path(fit_config(evaluated).get("root") or results_dir), split=None,
         results_dir=results_dir, methods={m: aggregate([r for r in rows if r["method"] == m]) for m in evaluated},
-        clips=rows, method_dirs=dict(evaluated), hand_models=hand_models, messages=list(not_evaluated),
+        clips=rows, method_dirs=dict(evaluated), hand_models=hand_models, hand_topology=topology.summary(),
+        messages=list(not_evaluated),
         not_evaluated=not_evaluated,
     )
     if write:

@@ -31,8 +31,15 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a built-in synthetic clip and print its accuracy."""
     from hodata.app import draw as overlay
-    from hodata.app.console import metrics_table, report_summary, write_png
-    from hodata.app.evaluate import evaluate_results, load_fits
+    from hodata.app.console import (
+        HOLD_TABLE_CAPTION,
+        HOLD_TABLE_COLUMNS,
+        HOLD_TABLE_TITLE,
+        metrics_table,
+        report_summary,
+        write_png,
+    )
+    from hodata.app.evaluate import evaluate_results, hand_topology_note, load_fits
     from hodata.app.fit import build_configs, run_fit
     from hodata.app.providers import EvidenceProvider
     from hodata.datasets.ho3d import HO3DDataset
@@ -60,7 +67,10 @@ def demo(
 
     report = evaluate_results(fits_dir, "ho3d", root=data_root, cache_dir=cache, mano_dir=mano_dir,
                               output_dir=output, device=device)
-    console.print(metrics_table(report.methods, title="hodata demo: synthetic HO-3D clip (paper Table 1 layout)"))
+    note = hand_topology_note(report.hand_topology, "ho3d")
+    suffix = f"\n{note}" if note else ""
+    console.print(metrics_table(report.methods, title="hodata demo: synthetic HO-3D clip (paper Table 1 layout)" + suffix))
+    console.print(metrics_table(report.methods, HOLD_TABLE_TITLE + suffix, HOLD_TABLE_COLUMNS, HOLD_TABLE_CAPTION))
 
     fits = load_fits(fits_dir / "joint")
     fit = next(iter(fits.values()))

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from hodata.app.console import metrics_table
+from hodata.app.console import HOLD_TABLE_CAPTION, HOLD_TABLE_COLUMNS, HOLD_TABLE_TITLE, metrics_table
 from hodata.errors import EXIT_PARTIAL
 
 def eval_command(
@@ -66,7 +66,11 @@ def eval_command(
     ),
 ) -> None:
     """Compare fit results with the dataset's ground truth: print a table laid out like the paper's
-    Table 1 and write metrics.json and metrics_per_clip.csv. Metrics without ground truth (e.g. hands
+    Table 1, a second one with the metrics of later papers (HOLD, CVPR 2024: root-aligned MPJPE,
+    object chamfer distance and F-scores at 5 / 10 mm, hand-relative CD_h), and write metrics.json and
+    metrics_per_clip.csv. The title says which hand mesh the hand metrics use: MANO's 778 vertices
+    (fits made with --mano-dir), or the open hand, whose numbers are not comparable with HO-3D
+    challenge results. Metrics without ground truth (e.g. hands
     of HO-3D's evaluation split, objects of Core50 / Epic-Kitchens) are shown as — and stored as null."""
     # a HodataError becomes one `error:` line and exit code 2 in hodata.cli, as for every command
     _run(dataset, results, root, split, method, mesh_cache, mano_dir, output_dir, export_pred, allow_non_mano,
@@ -114,7 +118,14 @@ def _run(dataset, results, root, split, methods, mesh_cache, mano_dir, output_di
         )
 
     title = f"{dataset} ({report.split}) — {report.root}" if report.split else f"{dataset} — {report.root}"
+    note = evaluation.hand_topology_note(report.hand_topology, dataset)
+    if note:
+        title += f"\n{note}"
     console.print(metrics_table(report.methods, title))
+    hold_keys = [key for *_, key, _ in HOLD_TABLE_COLUMNS]
+    if any(values.get(key) is not None for values in report.methods.values() for key in hold_keys):
+        console.print(metrics_table(report.methods, HOLD_TABLE_TITLE + (f"\n{note}" if note else ""),
+                                    HOLD_TABLE_COLUMNS, HOLD_TABLE_CAPTION))
     for name, values in report.methods.items():
         if values.get("contact_accuracy_pct") is not None:
             console.print(f"{name}: contact accuracy {values['contact_accuracy_pct']:.1f} % (paper Table 2)")

@@ -4,6 +4,8 @@
 - hand: vertex / joint errors, official Procrustes and scale-translation alignment, PCK AUC,
   F-scores
 - interaction: penetration depth, contact %, contact accuracy (from object SDF values)
+- hold: the HO-3D v3 metrics of HOLD (CVPR 2024) and its followers: root-aligned MPJPE,
+  squared chamfer distance and F-scores at 5 / 10 mm of the object, hand-relative CD_h
 - summary: per-clip metric dicts with stable keys (`METRIC_KEYS`) and their aggregation
 - official: the HO-3D challenge `pred.json` / `pred.zip`
 All metric functions are batched over frames ((T, N, 3) in, (T,) out) and device-agnostic.
@@ -23,6 +25,13 @@ from hodata.metrics.hand import (
     scale_translation_align,
     st_joint_error,
     vertex_error,
+)
+from hodata.metrics.hold import (
+    bounding_box_centre,
+    hand_relative_chamfer_distance,
+    object_chamfer_fscores,
+    root_aligned_mpjpe,
+    squared_chamfer_distance,
 )
 from hodata.metrics.interaction import (
     contact,
@@ -48,6 +57,11 @@ from hodata.metrics.official import (
 from hodata.metrics.summary import METRIC_KEYS, aggregate, evaluate_clip, evaluate_fit
 
 __all__ = [
+    "squared_chamfer_distance",
+    "root_aligned_mpjpe",
+    "object_chamfer_fscores",
+    "hand_relative_chamfer_distance",
+    "bounding_box_centre",
     "METRIC_KEYS",
     "add_s",
     "aggregate",

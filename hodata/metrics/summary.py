@@ -11,7 +11,12 @@ Keys (`METRIC_KEYS`) and how they map to the paper's tables:
   hand_fscore_5mm / hand_fscore_15mm as the server reports them (raw), with the
   Procrustes-aligned variants in hand_fscore_pa_*; hand_joint_pa_cm is the server's
   "procrustes aligned" joint error.
-Units: cm for distances, mm for penetration, F-scores in [0, 1], contact in percent.
+- HOLD (CVPR 2024) and its followers on HO-3D v3 (hodata.metrics.hold): "MPJPE (mm)" ->
+  hand_mpjpe_ra_mm (root-aligned joints), "CD (cm^2)" -> object_cd_cm2, "F5 / F10 (%)" ->
+  object_fscore_5mm / object_fscore_10mm (fractions here: x 100 for HOLD's percent),
+  "CD_h (cm^2)" -> object_cd_h_cm2 (the object in the hand's frame).
+Units: cm for distances, mm for penetration and MPJPE, cm^2 for the squared chamfer
+distances, F-scores in [0, 1], contact in percent.
 A metric whose ground truth (or SDF) is missing is None ("absent"), never 0.
 """
 
@@ -23,7 +28,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 
 from hodata.metrics import hand as hand_metrics
-from hodata.metrics import interaction
+from hodata.metrics import hold, interaction
 from hodata.metrics.object import add_s, object_vertex_error, posed_object_vertices
 from hodata.types import Clip, FitResult, HandState, ObjectState
 
@@ -42,6 +47,11 @@ METRIC_KEYS: tuple[str, ...] = (
     "penetration_mm",
     "contact_pct",
     "contact_accuracy_pct",
+    "hand_mpjpe_ra_mm",
+    "object_cd_cm2",
+    "object_fscore_5mm",
+    "object_fscore_10mm",
+    "object_cd_h_cm2",
     "frames",
 )
 
@@ -61,6 +71,11 @@ _UNIT_SCALE = {
     "penetration_mm": 1000.0,
     "contact_pct": 100.0,
     "contact_accuracy_pct": 100.0,
+    "hand_mpjpe_ra_mm": 1000.0,
+    "object_cd_cm2": 1e4,
+    "object_fscore_5mm": 1.0,
+    "object_fscore_10mm": 1.0,
+    "object_cd_h_cm2": 1e4,
 }
 
 FSCORE_THRESHOLDS = {"5mm": 0.005, "15mm": 0.015}
@@ -99,6 +114,7 @@ def _per_frame_metrics(
         out.setdefault(key, []).append((values.detach(), valid))
 
     # objects: paired by position (one manipulated object per clip in all datasets)
+    posed_objects: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []   # (pred, gt, valid) for CD_h
     if gt_objects and len(gt_objects) != len(pred_objects):
         raise ValueError(f"{len(pred_objects)} predicted objects but {len(gt_objects)} ground-truth objects")
     for pred_obj, gt_obj in zip(pred_objects, gt_objects):
@@ -124,6 +140,11 @@ def _per_frame_metrics(
         else:
             gt_safe = torch.where(valid[:, None, None], gt_v, torch.zeros_like(gt_v))
         add("object_adds_cm", add_s(pred_v, gt_safe), valid)
+        cd, fscores = hold.object_chamfer_fscores(pred_v, gt_safe, list(hold.HOLD_FSCORE_THRESHOLDS.values()))
+        add("object_cd_cm2", cd, valid)
+        for k, name in enumerate(hold.HOLD_FSCORE_THRESHOLDS):
+            add(f"object_fscore_{name}", fscores[:, k], valid)
+        posed_objects.append((pred_v, gt_safe, valid))
 
     # hands: matched by side
     for gt_hand in gt_hands:
@@ -139,6 +160,11 @@ def _per_frame_metrics(
             add("hand_joint_cm", hand_metrics.joint_error(pred_j, gt_j), valid)
             add("hand_joint_pa_cm", hand_metrics.pa_error(pred_j, gt_j), valid)
             add("hand_joint_st_cm", hand_metrics.st_joint_error(pred_j, gt_j), valid)
+            add("hand_mpjpe_ra_mm", hold.root_aligned_mpjpe(pred_j, gt_j), valid)
+            root = hold.ROOT_JOINT
+            for pred_o, gt_o, valid_o in posed_objects:
+                add("object_cd_h_cm2", hold.hand_relative_chamfer_distance(
+                    pred_o, gt_o.to(pred_o), pred_j[:, root].to(pred_o), gt_j[:, root].to(pred_o)), valid & valid_o)
         if gt_hand.vertices is not None and gt_hand.vertices.numel() > 0:
             valid = _valid_frames(gt_hand.vertices)
             pred_v = pred_hand.vertices.to(gt_hand.vertices)
