@@ -24,12 +24,10 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason='hodata[ray] is not installed (make setup installs it)')
+from test_faults import audit, expected_keys, fit_args
 
-from test_faults import audit, expected_keys, fit_args  # noqa: E402
-
-from hodata.datasets.synthetic import make_synthetic_ho3d  # noqa: E402
-from hodata.shards import load, read_manifest  # noqa: E402
+from hodata.datasets.synthetic import make_synthetic_ho3d
+from hodata.shards import load, read_manifest
 
 TESTS_DIR = Path(__file__).resolve().parent
 CLIP_LENGTH, STRIDE, CLIPS = 2, 8, 4
@@ -52,6 +50,7 @@ def root(tmp_path_factory, cache):
 def cluster():
     """A 2-CPU Ray for the module, its workers running tests/ray_faults.setup; yields
     (gcs address, faults folder)."""
+    ray = pytest.importorskip("ray", reason='hodata[ray] is not installed (make setup installs it)')
     faults = Path(tempfile.mkdtemp(prefix="hodata-ray-faults-"))
     temp_dir = tempfile.mkdtemp(prefix="hdt-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     saved = {k: os.environ.get(k) for k in ("RAY_FAULTS_DIR", "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
@@ -121,6 +120,16 @@ def assert_one_dataset(out: Path, clips=CLIP_IDS):
     keys = [s["__key__"] for s in load(out / "joint")]
     assert len(keys) == len(set(keys)) == manifest["num_samples"]
     assert set(keys) == {k for ks in expected.values() for k in ks}
+
+
+def test_without_ray_one_line_says_how_to_install(root, cache, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "out"
+    code, output = cli(args(root, out, cache, "--workers", "2"))
+    assert code == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and 'pip install "hodata[ray]"' in errors[0], output
+    assert "Traceback" not in output and not out.exists()
 
 
 def test_two_workers_over_four_clips_write_one_dataset(root, cache, tmp_path, plan):
@@ -232,3 +241,25 @@ def test_ctrl_c_stops_cleanly_with_a_summary(root, cache, tmp_path, plan, cluste
     code, output = cli(args(root, out, cache, "--workers", "2"))
     assert code == 0 and f"resumed {len(written)}" in output, output
     assert_one_dataset(out)
+
+
+def test_one_progress_bar_counts_clips_and_their_rate():
+    from hodata.app.console import clip_progress
+
+    class Bar:
+        def __init__(self):
+            self.advanced, self.description = 0, ""
+
+        def update(self, task, advance, description):
+            self.advanced += advance
+            self.description = description
+
+    times = iter([0.0, 0.0, 1800.0, 3600.0])
+    bar = Bar()
+    on_clip = clip_progress(bar, 0, clock=lambda: next(times))
+    on_clip("a", "resumed")
+    assert bar.description.startswith("done 0 · failed 0 · resumed 1 · resumed: a")  # no rate before a fit
+    on_clip("b", "fitted")
+    on_clip("c", "failed")
+    assert bar.advanced == 3
+    assert bar.description == "done 1 · failed 1 · resumed 1 · 2 clips/h · failed: c"

@@ -40,7 +40,9 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -132,6 +134,7 @@ def ray_session(options: RayOptions) -> Iterator[int]:
     if hook:
         common["runtime_env"] = {"worker_process_setup_hook": hook}
     temp_dir = None
+    sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         connected = False
         if options.address is not None:
@@ -147,10 +150,14 @@ def ray_session(options: RayOptions) -> Iterator[int]:
             temp_dir = tempfile.mkdtemp(prefix="hodata-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
             ray.init(num_cpus=workers * options.threads, include_dashboard=False, _temp_dir=temp_dir,
                      object_store_memory=options.object_store_mb * 2**20, **common)
+        if sigterm is not None:  # ray.init replaces it by sys.exit; hodata's (SIGTERM unwinds like Ctrl-C) stays
+            signal.signal(signal.SIGTERM, sigterm)
         yield _slots(ray, options)
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
