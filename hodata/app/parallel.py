@@ -17,8 +17,8 @@ the driver loads the clips (their masks and ground truth) for the workers; both 
 against the tens of seconds a clip takes to fit. bench/RESULTS.md "Parallel fitting (Ray)"
 has the measured overhead per clip.
 
-The run keeps at most a few clips ahead of the workers in flight (`RayOptions.in_flight`), so
-a dataset of thousands of clips is read lazily and results never pile up. A worker that dies
+The run keeps one clip per free slot running and one more loaded ahead, so a dataset of
+thousands of clips is read lazily and results never pile up. A worker that dies
 mid-clip (killed, out of memory) is retried by Ray up to `retries` times; when it keeps dying
 the clip is failed with Ray's reason. A clip whose fit raises is failed inside the task (the
 exception never leaves `fit_one_clip`). A driver killed mid-run leaves whole clips (the open
@@ -82,13 +82,6 @@ class RayOptions:
             raise HodataError(f"--gpus-per-task {self.gpus_per_task}: give a fraction in [0, 1] or a whole number")
         if self.retries < 0:
             raise HodataError(f"--retries {self.retries}: give 0 or more")
-
-    def in_flight(self, slots: int) -> int:
-        """Clips submitted at once: twice the parallel slots (the next clip is already queued
-        when one finishes), or exactly `workers` on a cluster where that caps the run."""
-        if self.address is not None and self.workers is not None:
-            return self.workers
-        return 2 * max(1, slots)
 
 
 def parallel_options(workers: Optional[int], ray_address: Optional[str], threads: Optional[int],
@@ -281,9 +274,13 @@ def fit_dataset_ray(
                                                  max_retries=options.retries, retry_exceptions=False)
             try:
                 _run_tasks(ray, task, context_ref, object_model_for, clips, writers, methods, summary, pending,
-                           options.in_flight(slots), options.threads, options.retries, keep_results, on_clip)
+                           slots, options.threads, options.retries, keep_results, on_clip)
             except BaseException:
-                for ref in pending:  # stop the clips still running (a local Ray stops with the session anyway)
+                # whole clips first (Ray may be going down too: Ctrl-C in a terminal reaches a local
+                # Ray's processes as well), then stop the clips still running
+                done_writers, writers = writers, {}
+                _close_all(done_writers.values(), raise_first=False)
+                for ref in pending:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
                 raise
@@ -299,22 +296,23 @@ def fit_dataset_ray(
 
 def _run_tasks(ray, task, context_ref, object_model_for, clips, writers, methods, summary, pending: dict,
                window: int, threads: int, retries: int, keep_results: bool, on_clip) -> None:
-    """Keep up to `window` clips in flight; write each outcome as it arrives. `pending`
-    (ObjectRef -> clip id) is the caller's, so it can cancel what is left on an interrupt.
+    """Keep `window` clips running; write each outcome as it arrives. `pending` (ObjectRef ->
+    clip id) is the caller's, so it can cancel what is left on an interrupt.
 
-    Object models are resolved here, where the dataset loaded them with the clip (an adapter
-    copy in a worker would not hold them), and put into Ray's object store once per model."""
+    One clip is loaded ahead while the workers fit, and a freed slot gets it before this
+    process writes the finished clip, so a worker never waits for the driver's reading or
+    writing. Object models are resolved here, where the dataset loaded them with the clip (an
+    adapter copy in a worker would not hold them), and put into Ray's object store once each."""
     from hodata.app.fit import ClipOutcome, _clip_error, missing_methods, write_outcome
 
     models: dict[int, tuple[Any, Any]] = {}  # id(model) -> (model, its ObjectRef); the model kept alive
     clip_iter = iter(clips)
-    exhausted = False
-    while True:
-        while not exhausted and len(pending) < window:
-            clip = next(clip_iter, None)
-            if clip is None:
-                exhausted = True
-                break
+    ahead: list = []  # at most one (clip, missing methods, model ref) loaded ahead
+
+    def prepare():
+        """The next clip to fit with its object model, or None at the end; clips already done
+        (resumed) and clips whose object model fails (failed) are recorded on the way."""
+        for clip in clip_iter:
             missing = missing_methods(writers, methods, clip.clip_id)
             if not missing or clip.clip_id in pending.values():
                 summary.resumed.append(clip.clip_id)
@@ -329,14 +327,31 @@ def _run_tasks(ray, task, context_ref, object_model_for, clips, writers, methods
                 continue
             if id(model) not in models:
                 models[id(model)] = (model, ray.put(model))
-            pending[task.remote([context_ref, models[id(model)][1]], clip, missing, threads)] = clip.clip_id
-        if not pending:
-            return
+            return clip, missing, models[id(model)][1]
+        return None
+
+    def submit() -> None:
+        while len(pending) < window:
+            job = ahead.pop() if ahead else prepare()
+            if job is None:
+                return
+            clip, missing, model_ref = job
+            pending[task.remote([context_ref, model_ref], clip, missing, threads)] = clip.clip_id
+
+    submit()
+    while pending:
+        if not ahead:
+            job = prepare()
+            if job is not None:
+                ahead.append(job)
         done, _ = ray.wait(list(pending), num_returns=1)
+        outcomes = []
         for ref in done:
             clip_id = pending.pop(ref)
             try:
-                outcome = ray.get(ref)
+                outcomes.append(ray.get(ref))
             except ray.exceptions.RayError as exc:
-                outcome = ClipOutcome(clip_id, problems=[_task_error(exc, retries)])
+                outcomes.append(ClipOutcome(clip_id, problems=[_task_error(exc, retries)]))
+        submit()
+        for outcome in outcomes:
             write_outcome(writers, outcome, summary, keep_results, on_clip)
