@@ -35,7 +35,8 @@ def hodata(args, env=None, wait=True):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]), OMP_NUM_THREADS="1", **(env or {}))
     cmd = [sys.executable, "-c", "from hodata.cli import run; run()", *[str(a) for a in args]]
     if not wait:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return time.perf_counter() - start, done
@@ -59,10 +60,64 @@ def audit(method_dir: Path) -> dict:
             "duplicates": len(keys) - len(set(keys)) + len(listed) - len(set(listed)), "bad_shards": bad}
 
 
-def ray_processes() -> int:
-    """Ray processes on this machine (raylet, gcs, workers, agents), by process title."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return sum(1 for line in out if line.startswith("ray::") or "/ray/core/src/ray/" in line)
+def processes_in_group(pgid: int) -> int:
+    """Processes of a process group: a driver started in its own session shares it with the
+    local Ray it starts (gcs, raylet, agents; workers are reaped with the raylet)."""
+    out = subprocess.run(["ps", "-eo", "pgid="], capture_output=True, text=True).stdout.split()
+    return sum(1 for g in out if int(g) == pgid)
+
+
+def summary_line(stdout: str) -> str:
+    return next((line for line in stdout.splitlines() if line.startswith("fitted")), "")
+
+
+def worker_kill(base, work: Path, held: str) -> dict:
+    """kill -9 of the worker fitting `held` (held there by ray_faults), then the retry goes through."""
+    faults = work / "faults"
+    faults.mkdir()
+    (faults / "plan.json").write_text(json.dumps({"hold": [held]}))
+    env = {"HODATA_RAY_WORKER_SETUP": "ray_faults.setup", "RAY_FAULTS_DIR": str(faults)}
+    out = work / "worker_kill"
+    proc = hodata([*base, "--output", out, "--workers", 2, "--retries", 2], env=env, wait=False)
+    while not (faults / f"held-{held}").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    before = audit(out / "joint")
+    os.kill(int((faults / f"held-{held}").read_text()), signal.SIGKILL)
+    (faults / "release").write_text("")
+    stdout, _ = proc.communicate()
+    attempts = [line.split()[0] for line in (faults / "attempts.log").read_text().splitlines()]
+    return {"exit": proc.returncode, "before": before, "after": audit(out / "joint"),
+            "attempts_of_killed_clip": attempts.count(held), "summary": summary_line(stdout)}
+
+
+def driver_kill(base, work: Path) -> dict:
+    """kill -9 of the driver (started in its own session, with its local Ray) once 3 clips
+    are written; the processes of its group counted every 30 s; then a rerun."""
+    from hodata.shards import read_manifest
+
+    out = work / "driver_kill"
+    proc = hodata([*base, "--output", out, "--workers", 2], wait=False)
+
+    def written():
+        try:
+            return len((read_manifest(out / "joint") or {"clips": {}})["clips"])
+        except Exception:  # noqa: BLE001 - the manifest is being replaced
+            return 0
+
+    while written() < 3:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    group = [processes_in_group(proc.pid)]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    before = audit(out / "joint")
+    for _ in range(4):
+        time.sleep(30)
+        group.append(processes_in_group(proc.pid))
+    seconds, rerun = hodata([*base, "--output", out, "--workers", 2])
+    return {"exit_rerun": rerun.returncode, "before": before, "after": audit(out / "joint"),
+            "group_processes_at_kill_then_every_30s": group, "rerun_s": seconds, "summary": summary_line(rerun.stdout)}
 
 
 def main() -> int:
@@ -71,6 +126,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--only", default="throughput,worker_kill,driver_kill")
     opts = parser.parse_args()
 
     from hodata.datasets.synthetic import make_synthetic_ho3d
@@ -96,57 +152,19 @@ def main() -> int:
         results[name] = row
         print(name, json.dumps(row), flush=True)
 
-    timed("in_process", [], work / "inproc")
-    timed("ray_1_worker", ["--ray", "auto", "--workers", 1], work / "ray1")
-    timed("ray_2_workers", ["--workers", 2], work / "ray2")
+    parts = opts.only.split(",")
+    if "throughput" in parts:
+        timed("in_process", [], work / "inproc")
+        timed("ray_1_worker", ["--ray", "auto", "--workers", 1], work / "ray1")
+        timed("ray_2_workers", ["--workers", 2], work / "ray2")
 
-    # kill -9 of a worker holding clip 3, then let the retry through
-    faults = work / "faults"
-    faults.mkdir()
-    env = {"HODATA_RAY_WORKER_SETUP": "ray_faults.setup", "RAY_FAULTS_DIR": str(faults)}
     clip_ids = [f"synthetic_SYN0_{i * opts.frames:04d}" for i in range(opts.clips)]
-    held = clip_ids[2]
-    (faults / "plan.json").write_text(json.dumps({"hold": [held]}))
-    out = work / "worker_kill"
-    proc = hodata([*base, "--output", out, "--workers", 2, "--retries", 2], env=env, wait=False)
-    while not (faults / f"held-{held}").exists():
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    before = audit(out / "joint")
-    os.kill(int((faults / f"held-{held}").read_text()), signal.SIGKILL)
-    (faults / "release").write_text("")
-    stdout, stderr = proc.communicate()
-    attempts = [line.split()[0] for line in (faults / "attempts.log").read_text().splitlines()]
-    results["worker_kill"] = {"exit": proc.returncode, "before": before, "after": audit(out / "joint"),
-                              "attempts_of_killed_clip": attempts.count(held), "summary": next((l for l in stdout.splitlines() if l.startswith("fitted")), "")}
-    print("worker_kill", json.dumps(results["worker_kill"]), flush=True)
-
-    # kill -9 of the driver (its local Ray goes with it) once 3 clips are written, then rerun
-    out = work / "driver_kill"
-    proc = hodata([*base, "--output", out, "--workers", 2], wait=False)
-    from hodata.shards import read_manifest
-
-    def written():
-        try:
-            return len((read_manifest(out / "joint") or {"clips": {}})["clips"])
-        except Exception:  # noqa: BLE001 - the manifest is being replaced
-            return 0
-
-    while written() < 3:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    before = audit(out / "joint")
-    left = [ray_processes()]
-    for _ in range(3):
-        time.sleep(30)
-        left.append(ray_processes())
-    seconds, rerun = hodata([*base, "--output", out, "--workers", 2])
-    results["driver_kill"] = {"exit_rerun": rerun.returncode, "before": before, "after": audit(out / "joint"),
-                              "ray_processes_0_30_60_90s_after_kill": left, "rerun_s": seconds,
-                              "summary": next((l for l in rerun.stdout.splitlines() if l.startswith("fitted")), "")}
-    print("driver_kill", json.dumps(results["driver_kill"]), flush=True)
+    if "worker_kill" in parts:
+        results["worker_kill"] = worker_kill(base, work, clip_ids[2])
+        print("worker_kill", json.dumps(results["worker_kill"]), flush=True)
+    if "driver_kill" in parts:
+        results["driver_kill"] = driver_kill(base, work)
+        print("driver_kill", json.dumps(results["driver_kill"]), flush=True)
     results["load_after"] = os.getloadavg()
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=1))
