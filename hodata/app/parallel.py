@@ -12,10 +12,11 @@ that is then killed, or retried after it wrote, must never be listed twice), and
 every node would need the output on a shared file system. Here a killed or retried worker has
 written nothing, so a clip reaches the shards once, from the one attempt whose result the
 driver received. The price: frames and fits travel through Ray's object store to the driver
-(about 1 MB per 10-frame clip at 640x480 with JPEG-able frames; the driver encodes them), and
-the driver loads the clips (their masks and ground truth) for the workers; both are small
-against the tens of seconds a clip takes to fit. bench/RESULTS.md "Parallel fitting (Ray)"
-has the measured overhead per clip.
+(raw: ~12 MB for a 10-frame 640x480 clip with its masks; the driver encodes them), and the
+driver loads the clips (frames paths, masks, ground truth) for the workers; both are small
+against the tens of seconds a clip takes to fit, but on a large cluster the driver's disk
+and one core for encoding bound the rate (there the other design would pay off).
+bench/RESULTS.md "Parallel fitting (Ray)" has the measured overhead per clip.
 
 The run keeps one clip per free slot running and one more loaded ahead, so a dataset of
 thousands of clips is read lazily and results never pile up. A worker that dies

@@ -87,8 +87,9 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Random seed (object rotation hypotheses, simulated hand noise)."),
     # parallel fitting on Ray (hodata.app.parallel)
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Fit this many clips at once, each clip a "
-                                          "Ray task (needs hodata[ray]). Without --ray: a local Ray with N workers "
-                                          "for this run; 1 (default) without --ray fits in this process."),
+                                          "Ray task (needs the ray extra of hodata). Without --ray: a local Ray "
+                                          "with N workers for this run; 1 (default) without --ray fits in this "
+                                          "process."),
     ray_address: Optional[str] = typer.Option(None, "--ray", help="Fit on Ray: ADDRESS of a running cluster "
                                               "(HOST:6379 or ray://HOST:10001; hodata and the data must be there "
                                               "too), or auto (the Ray running on this machine, else a local one "
