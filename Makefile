@@ -13,7 +13,7 @@ $(BIN)/hodata: pyproject.toml
 	# torch first and pinned: an unpinned torch on a machine without one pulls a CUDA build.
 	# A user with CUDA installs their own torch into the venv before `make setup`.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -e ".[test,hands]"
+	$(BIN)/pip install -e ".[test,hands,ray]"
 	# --no-deps: its declared jax/jaxlib and opencv-contrib-python are not needed and the latter
 	# clashes with opencv-python-headless; the [hands] extra holds what it really needs.
 	$(BIN)/pip install --no-deps "$(MEDIAPIPE)"

@@ -6,6 +6,7 @@ report on.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,25 @@ console = Console()
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console)
+
+
+def clip_progress(progress: Progress, task, clock=time.monotonic):
+    """on_clip(clip_id, status) for a fit run's bar: advances it by one clip and shows the
+    counts (fitted / failed / resumed) and the throughput in clips per hour (fitted + failed
+    clips over the time since the first call, resumed ones excluded; shown once a clip was
+    done). One bar over all workers: the driver calls it as results arrive."""
+    counts = {"fitted": 0, "failed": 0, "resumed": 0}
+    start = clock()
+
+    def on_clip(clip_id: str, status: str) -> None:
+        counts[status] = counts.get(status, 0) + 1
+        worked = counts["fitted"] + counts["failed"]
+        elapsed = clock() - start
+        rate = f" · {worked * 3600.0 / elapsed:.0f} clips/h" if worked and elapsed > 0 else ""
+        progress.update(task, advance=1, description=f"done {counts['fitted']} · failed {counts['failed']} · "
+                        f"resumed {counts['resumed']}{rate} · {status}: {clip_id}")
+
+    return on_clip
 
 
 # Table 1 of the paper: (group, short name, unit, metric key, format). Kept narrow so the

@@ -71,6 +71,109 @@ def evidence_masks(evidence: ClipEvidence) -> Optional[np.ndarray]:
     return labels.cpu().numpy()
 
 
+@dataclass
+class ClipOutcome:
+    """What fitting one clip produced, ready to be written: the finite fits per method, the
+    frames and evidence masks for the shards (None without --save-frames), and one message per
+    problem (a failed fit, a diverged method). Plain data, so a Ray worker can send it back."""
+
+    clip_id: str
+    fits: dict[str, FitResult] = field(default_factory=dict)
+    images: Optional[np.ndarray] = None
+    masks: Optional[np.ndarray] = None
+    problems: list[str] = field(default_factory=list)
+
+
+def fit_one_clip(
+    clip: Clip,
+    object_model_for: Callable[[Clip], object],
+    evidence_for: Callable[[Clip], ClipEvidence],
+    hand_layers_for: Callable[[list[str]], dict],
+    methods: tuple[str, ...],
+    config: FitConfig,
+    init_config: ObjectInitConfig,
+    device: str = "auto",
+    save_frames: bool = True,
+    seed: int = 0,
+) -> ClipOutcome:
+    """Fit `methods` on one clip; never raises an Exception (a failure becomes a problem of
+    the outcome). The finite-value gate drops a method whose labels hold NaN or infinity.
+    Shared by the in-process loop (`fit_dataset`) and the Ray workers (hodata.app.parallel)."""
+    outcome = ClipOutcome(clip.clip_id)
+    try:
+        model = object_model_for(clip)
+        evidence = evidence_for(clip)
+        layers = hand_layers_for(evidence.sides)
+        fits = fit_clip(clip, evidence, model, layers, config, init_config, methods=methods, device=device,
+                        seed=seed)
+        outcome.images = clip_images(clip) if save_frames else None
+        outcome.masks = evidence_masks(evidence) if save_frames else None
+    except Exception as exc:  # noqa: BLE001 - one bad clip never stops a run
+        outcome.problems.append(_clip_error(exc))
+        fits = {}
+    for m, fit in fits.items():
+        bad = nonfinite_labels(fit)
+        if bad:  # the finite-value gate: nothing non-finite reaches a shard
+            outcome.problems.append(f"{m}: the fit diverged (NaN or infinity in {', '.join(bad)}); not written")
+            continue
+        outcome.fits[m] = fit
+    return outcome
+
+
+def write_outcome(writers: dict, outcome: ClipOutcome, summary: RunSummary, keep_results: bool = False,
+                  on_clip: Callable[[str, str], None] | None = None) -> str:
+    """Write a clip's fits (one shard flushed per method) and record the clip in `summary`;
+    returns its status ("fitted" or "failed"). `OutputWriteError` stops the run; any other
+    error writing one clip fails that clip only."""
+    from hodata.shards import OutputWriteError
+
+    problems = list(outcome.problems)
+    for m, fit in outcome.fits.items():
+        quality = {"mask_iou": fit.loss_history.get("mask_iou_per_frame"),
+                   "v2d_px": fit.loss_history.get("v2d_px_per_frame")}
+        try:
+            writers[m].write_clip(fit, images=outcome.images, masks=outcome.masks, quality=quality)
+            writers[m].flush()
+        except OutputWriteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. keys already written by clips of other windows
+            problems.append(f"{m}: {_clip_error(exc)}")
+    if problems:
+        summary.failed[outcome.clip_id] = "; ".join(problems)
+        status = "failed"
+    else:
+        summary.fitted.append(outcome.clip_id)
+        status = "fitted"
+        if keep_results:
+            summary.results[outcome.clip_id] = outcome.fits
+    if on_clip:
+        on_clip(outcome.clip_id, status)
+    return status
+
+
+def open_writers(output: Path, methods: tuple[str, ...], run_config: dict, overwrite: bool,
+                 summary: RunSummary) -> dict:
+    """One exclusive ShardWriter per method folder (resume checks noted in `summary`); on a
+    failure the writers opened so far are closed again."""
+    from hodata.shards import ShardWriter
+
+    writers: dict = {}
+    try:
+        for m in methods:
+            writers[m] = ShardWriter(output / m, config=run_config, overwrite=overwrite, max_samples=10_000,
+                                     exclusive=True)
+            summary.notes += [f"{m}: {note}" for note in writers[m].resume_notes]
+    except BaseException:
+        _close_all(writers.values(), raise_first=False)
+        raise
+    return writers
+
+
+def missing_methods(writers: dict, methods: tuple[str, ...], clip_id: str) -> tuple[str, ...]:
+    """The methods whose output does not hold `clip_id` yet (empty: the clip is resumed)."""
+    return tuple(m for m in methods if clip_id not in writers[m].done_clips)
+
+
 def fit_dataset(
     clips: Iterable[Clip],
     object_model_for: Callable[[Clip], object],
@@ -87,6 +190,7 @@ def fit_dataset(
     on_clip: Callable[[str, str], None] | None = None,
     keep_results: bool = False,
     source: dict | None = None,
+    parallel=None,
 ) -> RunSummary:
     """Fit every clip and write its labels; bad clips are skipped, counted and explained.
 
@@ -97,75 +201,47 @@ def fit_dataset(
 
     on_clip(clip_id, status) is called after each clip ("fitted", "resumed", "failed");
     source (dataset name, root, split) is recorded in the manifests so `hodata eval` can find
-    the ground truth without being told again.
+    the ground truth without being told again. parallel (a hodata.app.parallel.RayOptions)
+    fits the clips as Ray tasks instead of one after another in this process.
 
     Failure isolation: any exception while fitting or encoding one clip (not only
     HodataError) marks that clip failed with a one-line message and the run goes on; a
     method whose fit holds a NaN or infinite label is not written (the clip is failed for
     it, the other methods' labels are written). What stops the run: an output that cannot be
     written (`OutputWriteError`: disk full, read-only), a second run holding the output
-    (each method folder's writer lock), an interrupt (KeyboardInterrupt, SystemExit). The
-    open shards are finalised with whole clips on the way out, so a rerun resumes.
+    (each method folder's writer lock), an interrupt (KeyboardInterrupt, SystemExit; the
+    summary so far rides on it as `.summary`). The open shards are finalised with whole clips
+    on the way out, so a rerun resumes.
     """
-    from hodata.shards import OutputWriteError, ShardWriter
-
     config = config or FitConfig()
     init_config = init_config or ObjectInitConfig()
     output = Path(output)
     run_config = {"methods": list(methods), "fit": asdict(config), "object_init": asdict(init_config), "seed": seed,
                   **(source or {})}
+    if parallel is not None:
+        from hodata.app.parallel import fit_dataset_ray
+
+        return fit_dataset_ray(clips, object_model_for, evidence_for, hand_layers_for, output, methods, config,
+                               init_config, device, overwrite, save_frames, seed, on_clip, keep_results, run_config,
+                               parallel)
     summary = RunSummary()
     writers: dict = {}
     try:
-        for m in methods:
-            writers[m] = ShardWriter(output / m, config=run_config, overwrite=overwrite, max_samples=10_000,
-                                     exclusive=True)
-            summary.notes += [f"{m}: {note}" for note in writers[m].resume_notes]
+        writers = open_writers(output, methods, run_config, overwrite, summary)
         for clip in clips:
-            missing = tuple(m for m in methods if clip.clip_id not in writers[m].done_clips)
+            missing = missing_methods(writers, methods, clip.clip_id)
             if not missing:
                 summary.resumed.append(clip.clip_id)
                 if on_clip:
                     on_clip(clip.clip_id, "resumed")
                 continue
-            problems = []
-            try:
-                model = object_model_for(clip)
-                evidence = evidence_for(clip)
-                layers = hand_layers_for(evidence.sides)
-                fits = fit_clip(clip, evidence, model, layers, config, init_config, methods=missing, device=device,
-                                seed=seed)
-                images = clip_images(clip) if save_frames else None
-                masks = evidence_masks(evidence) if save_frames else None
-            except Exception as exc:  # noqa: BLE001 - one bad clip never stops a run
-                problems.append(_clip_error(exc))
-                fits = {}
-            for m, fit in fits.items():
-                bad = nonfinite_labels(fit)
-                if bad:  # the finite-value gate: nothing non-finite reaches a shard
-                    problems.append(f"{m}: the fit diverged (NaN or infinity in {', '.join(bad)}); not written")
-                    continue
-                quality = {"mask_iou": fit.loss_history.get("mask_iou_per_frame"),
-                           "v2d_px": fit.loss_history.get("v2d_px_per_frame")}
-                try:
-                    writers[m].write_clip(fit, images=images, masks=masks, quality=quality)
-                    writers[m].flush()
-                except OutputWriteError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - e.g. keys already written by clips of other windows
-                    problems.append(f"{m}: {_clip_error(exc)}")
-            if problems:
-                summary.failed[clip.clip_id] = "; ".join(problems)
-                status = "failed"
-            else:
-                summary.fitted.append(clip.clip_id)
-                status = "fitted"
-                if keep_results:
-                    summary.results[clip.clip_id] = fits
-            if on_clip:
-                on_clip(clip.clip_id, status)
-    except BaseException:
+            outcome = fit_one_clip(clip, object_model_for, evidence_for, hand_layers_for, missing, config,
+                                   init_config, device, save_frames, seed)
+            write_outcome(writers, outcome, summary, keep_results, on_clip)
+    except BaseException as exc:
         _close_all(writers.values(), raise_first=False)  # the error on its way out is the one to report
+        if isinstance(exc, KeyboardInterrupt):
+            exc.summary = summary
         raise
     _close_all(writers.values())
     return summary
@@ -204,10 +280,11 @@ def run_fit(
     max_clips: Optional[int] = None,
     on_clip: Callable[[str, str], None] | None = None,
     keep_results: bool = False,
+    parallel=None,
 ) -> RunSummary:
     """Fit a dataset adapter's clips (at most `max_clips`) with an EvidenceProvider
     (hodata.app.providers) into `output`. The manifest records the dataset, its root and
-    split, and the evidence and hand-init providers."""
+    split, and the evidence and hand-init providers. parallel: see `fit_dataset`."""
     import itertools
 
     from hodata.objects import ensure_object_model
@@ -231,4 +308,4 @@ def run_fit(
               "split": getattr(dataset, "split", None), **provider.describe()}
     return fit_dataset(clips, object_model_for, provider, provider.layers, output, methods=methods, config=config,
                        init_config=init_config, device=device, overwrite=overwrite, save_frames=save_frames,
-                       seed=seed, on_clip=on_clip, keep_results=keep_results, source=source)
+                       seed=seed, on_clip=on_clip, keep_results=keep_results, source=source, parallel=parallel)

@@ -125,6 +125,21 @@ def fit(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming clips already in the output."),
     save_frames: bool = typer.Option(True, "--save-frames/--no-save-frames", help="Store each frame (jpg) and masks (png) in the shards."),
     seed: int = typer.Option(0, "--seed", help="Random seed (object rotation hypotheses, simulated hand noise)."),
+    # parallel fitting on Ray (hodata.app.parallel)
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Fit this many clips at once, each clip a "
+                                          "Ray task (needs the ray extra of hodata). Without --ray: a local Ray "
+                                          "with N workers for this run; 1 (default) without --ray fits in this "
+                                          "process."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help="Fit on Ray: ADDRESS of a running cluster "
+                                              "(HOST:6379 or ray://HOST:10001; hodata and the data must be there "
+                                              "too), or auto (the Ray running on this machine, else a local one "
+                                              "started for this run). The output is written here, by this process."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads (and Ray CPUs) per clip "
+                                          "(default: hodata --threads, i.e. 1)."),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", min=0.0, help="Ray: the fraction of a GPU each clip "
+                                        "asks for (0.25: four clips share a GPU; 0: CPU only)."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Ray: how often a clip whose worker died (killed, out "
+                                "of memory) is run again before it is listed as failed."),
 ) -> None:
     """Fit hands and objects over DATASET's clips and write 3D labels as WebDataset shards.
 
@@ -139,14 +154,19 @@ def fit(
     and listed; the others are written. One run at a time writes into an --output. The
     manifest and every sample record which providers made the evidence and the hand init.
 
+    With --workers N or --ray, clips are fitted as Ray tasks on N workers (or a cluster) and
+    this process writes their results as they arrive: the output is the same one dataset,
+    resumable by a rerun with or without Ray.
+
     Exit code: 0 every clip was fitted or resumed; 1 the run finished but some clips failed
     or were unreadable (listed), or there was nothing to fit; 2 bad input or an unusable
     output (read-only, disk full, in use by another run) stopped it, one line says which;
     130 / 143 interrupted by SIGINT / SIGTERM (whole clips written are kept: rerun the same
     command to resume).
     """
-    from hodata.app.console import console, progress_bar, report_summary
+    from hodata.app.console import clip_progress, console, progress_bar, report_summary
     from hodata.app.fit import build_configs, run_fit
+    from hodata.app.parallel import parallel_options
     from hodata.app.providers import EvidenceProvider, default_specs
     from hodata.datasets import available_datasets, open_dataset
     from hodata.datasets.core50 import parse_id_list
@@ -154,6 +174,7 @@ def fit(
     from hodata.fitting import METHODS
 
     resolve_device(device)
+    parallel = parallel_options(workers, ray_address, threads, gpus_per_task, retries)
     switches = dict(obj=no_obj, v2d=no_v2d, pca=no_pca, scale=no_scale, smooth=no_smooth, centroid=no_centroid,
                     collision=no_collision, local=no_local)
     disabled = tuple(t for t, off in switches.items() if off)
@@ -192,14 +213,12 @@ def fit(
             total = len(ds) if max_clips is None else min(max_clips, len(ds))
             with progress_bar() as progress:
                 task = progress.add_task("fitting clips", total=total)
-
-                def on_clip(clip_id: str, status: str) -> None:
-                    progress.update(task, advance=1, description=f"{status}: {clip_id}")
-
                 summary = run_fit(ds, provider, output, method_list, config, init_config, device, overwrite,
-                                  save_frames, seed, max_clips, on_clip)
+                                  save_frames, seed, max_clips, clip_progress(progress, task), parallel=parallel)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
+            if getattr(exc, "summary", None) is not None:
+                report_summary(exc.summary, ds, output)
             typer.secho(f"interrupted by {signal.Signals(signum).name}: the clips written so far are kept in {output}; "
                         "rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
             raise typer.Exit(EXIT_SIGNAL_BASE + signum) from None
