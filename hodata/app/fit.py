@@ -145,8 +145,7 @@ def fit_dataset(
                 if bad:  # the finite-value gate: nothing non-finite reaches a shard
                     problems.append(f"{m}: the fit diverged (NaN or infinity in {', '.join(bad)}); not written")
                     continue
-                quality = {"mask_iou": fit.loss_history.get("mask_iou_per_frame"),
-                           "v2d_px": fit.loss_history.get("v2d_px_per_frame")}
+                quality = None  # the fit carries its per-frame label quality (FitResult.quality)
                 try:
                     writers[m].write_clip(fit, images=images, masks=masks, quality=quality)
                     writers[m].flush()
