@@ -265,12 +265,13 @@ def label_rows(results: dict) -> list[dict]:
     return rows
 
 
-def score_rows(rows: list[dict], weights: dict) -> list[float]:
+def score_rows(rows: list[dict], weights: dict, intercept: float) -> list[float]:
     import torch
 
     from hodata.fitting import quality as Q
 
-    return [float(Q.combine({n: torch.tensor([b]) for n, b in r["badness"].items()}, weights, r["penalised"])[0])
+    return [float(Q.combine({n: torch.tensor([b]) for n, b in r["badness"].items()}, weights, r["penalised"],
+                            intercept)[0])
             for r in rows]
 
 
@@ -305,7 +306,7 @@ def fit_weights(rows: list[dict], l2: float = 1e-2) -> dict:
     fitted = minimize(loss, theta0, jac=True, bounds=bounds, method="L-BFGS-B")
     weights = np.array([Q.MIN_WEIGHTS.get(n, 0.0) for n in names])  # constant signals keep their floor
     weights[varies] = fitted.x[:-1] / spread[varies]  # back to the badness units of hodata.fitting.quality
-    return {n: round(float(v), 4) for n, v in zip(names, weights)}
+    return {n: round(float(v), 4) for n, v in zip(names, weights)}, round(float(fitted.x[-1]), 4)
 
 
 def evaluate(rows: list[dict], scores: list[float], threshold: float) -> dict:
@@ -320,6 +321,28 @@ def evaluate(rows: list[dict], scores: list[float], threshold: float) -> dict:
         "base_rate": sum(good) / max(len(good), 1),
     }
     return out
+
+
+def auroc_interval(rows: list[dict], scores: list[float], resamples: int = 500, seed: int = 0):
+    """5-95 % bootstrap interval of the AUROC, resampling whole clips (a clip's frames are not
+    independent labels)."""
+    import random
+
+    clips: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        clips.setdefault(r["clip"], []).append(i)
+    names = list(clips)
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        idx = [i for name in rng.choices(names, k=len(names)) for i in clips[name]]
+        value = auroc([scores[i] for i in idx], [rows[i]["good"] for i in idx])
+        if value is not None:
+            values.append(value)
+    if len(values) < resamples // 2:
+        return None
+    values.sort()
+    return values[int(0.05 * len(values))], values[int(0.95 * len(values)) - 1]
 
 
 def clip_level(rows: list[dict], scores: list[float]) -> tuple[list[dict], list[float]]:
@@ -345,18 +368,19 @@ def analyse(results: dict) -> dict:
     report_rows = [r for r in rows if r["half"] == "report"]
     if not fit_rows or not report_rows:
         raise SystemExit("both halves need fitted scenes (even and odd RB numbers)")
-    weights = fit_weights(fit_rows)
-    fit_scores = score_rows(fit_rows, weights)
+    weights, intercept = fit_weights(fit_rows)
+    fit_scores = score_rows(fit_rows, weights, intercept)
     threshold = best_f1_threshold(fit_scores, [r["good"] for r in fit_rows])
-    report_scores = score_rows(report_rows, weights)
+    report_scores = score_rows(report_rows, weights, intercept)
     out = {
         "labels": {"fit": len(fit_rows), "report": len(report_rows),
                    "scenes_fit": len({r["scene"] for r in fit_rows}),
                    "scenes_report": len({r["scene"] for r in report_rows})},
-        "fitted_weights": weights, "threshold": threshold,
+        "fitted_weights": weights, "fitted_intercept": intercept, "threshold": threshold,
         "fit_half": evaluate(fit_rows, fit_scores, threshold),
         "report_frames": evaluate(report_rows, report_scores, threshold),
     }
+    out["report_frames"]["auroc_5_95"] = auroc_interval(report_rows, report_scores)
     clip_rows, clip_scores = clip_level(report_rows, report_scores)
     fit_clip_rows, fit_clip_scores = clip_level(fit_rows, fit_scores)
     clip_threshold = best_f1_threshold(fit_clip_scores, [r["good"] for r in fit_clip_rows])
@@ -376,10 +400,8 @@ def analyse(results: dict) -> dict:
         if any(name in r["badness"] for r in report_rows):
             values = [-r["badness"].get(name, 0.0) for r in report_rows]
             out["single_signal_auroc"][name] = auroc(values, good)
-    code_scores = score_rows(report_rows, Q.DEFAULT_WEIGHTS)
-    code_fit = score_rows(fit_rows, Q.DEFAULT_WEIGHTS)
-    out["code_weights"] = evaluate(report_rows, code_scores,
-                                   best_f1_threshold(code_fit, [r["good"] for r in fit_rows]))
+    code_scores = score_rows(report_rows, Q.DEFAULT_WEIGHTS, Q.DEFAULT_INTERCEPT)
+    out["code_weights"] = evaluate(report_rows, code_scores, Q.DEFAULT_THRESHOLD)
     legacy = [r["legacy"] for r in report_rows]
     out["legacy_formula"] = evaluate(report_rows, legacy,
                                      best_f1_threshold([r["legacy"] for r in fit_rows], [r["good"] for r in fit_rows]))
@@ -413,7 +435,7 @@ def markdown(results: dict, analysis: dict) -> str:
         f"(even scene numbers: {analysis['labels']['scenes_fit']} scenes, {analysis['labels']['fit']} labels); "
         f"every number below the first row is on the report half (odd numbers: "
         f"{analysis['labels']['scenes_report']} scenes, {analysis['labels']['report']} labels), never used for "
-        "fitting. Score: `hodata.fitting.quality` (q = exp(-sum w_i b_i) x 0.5 per raised flag); Spearman is with "
+        "fitting. Score: `hodata.fitting.quality` (q = sigmoid(c - sum w_i b_i) x 0.5 per raised flag); Spearman is with "
         "the error (negative = a higher score goes with a lower error).",
         "",
         "| set | labels | good % | Spearman hand vtx | Spearman ADD-S | AUROC good | threshold | precision kept | "
@@ -433,13 +455,21 @@ def markdown(results: dict, analysis: dict) -> str:
         lines.append(row(f"report, hand noise {level}", e))
     for method, e in analysis["per_method"].items():
         lines.append(row(f"report, {method}", e))
-    lines.append(row("report, weights in the code (DEFAULT_WEIGHTS)", analysis["code_weights"]))
+    lines.append(row("report, the code's DEFAULT_WEIGHTS / INTERCEPT / THRESHOLD", analysis["code_weights"]))
     lines.append(row("report, the writer's earlier formula (IoU x exp(-v2d/20))", analysis["legacy_formula"]))
-    lines += ["", "Fitted weights (badness units of `hodata.fitting.quality`; 0 = the signal did not help on the "
-              "fit half) and each signal's AUROC alone on the report half:", "",
+    interval = analysis["report_frames"].get("auroc_5_95")
+    if interval:
+        lines += ["", f"Report-half frame AUROC, 5-95 % bootstrap interval over clips: {interval[0]:.2f} - "
+                      f"{interval[1]:.2f}."]
+    lines += ["", "Fitted weights (badness units of `hodata.fitting.quality`; a weight at its design floor "
+              "`MIN_WEIGHTS` (0 for most) = the fit half gave no reason to raise it) and each signal's AUROC "
+              "alone on the report half (0.5: no information; the detector score is 1 throughout: ground-truth "
+              "boxes; candidate margin and object scale: one candidate and exact meshes, not measured):", "",
               "| signal | weight | AUROC alone |", "|---|---|---|"]
     for name, w in analysis["fitted_weights"].items():
         lines.append(f"| {name} | {w:.3g} | {_f(analysis['single_signal_auroc'].get(name))} |")
+    lines += ["", f"Intercept c = {analysis['fitted_intercept']:.3g}; default threshold (best F1 of \"good\" on the "
+              f"fit half) {analysis['threshold']:.3f}."]
     return "\n".join(lines) + "\n"
 
 

@@ -102,9 +102,12 @@ def test_badness_and_combination_in_closed_form():
     assert torch.allclose(b["hypothesis_margin"], torch.tensor([0.5, 0.5], dtype=torch.float64))
     assert torch.equal(b["candidate_margin"], torch.zeros(2, dtype=torch.float64))
     weights = {"mask_iou": 1.0, "contact_gap_m": 0.5, "depth_offset_rel": 2.0, "hypothesis_margin": 1.0}
-    q = Q.combine(b, weights, raised_flags=1)
-    expected = torch.tensor([math.exp(-(0.2 + 1.0 + 0.4 + 0.5)), math.exp(-(1.0 + 0.5))], dtype=torch.float64) * 0.5
+    q = Q.combine(b, weights, raised_flags=1, intercept=3.0)
+    sigmoid = lambda z: 1.0 / (1.0 + math.exp(-z))  # noqa: E731
+    expected = torch.tensor([sigmoid(3.0 - (0.2 + 1.0 + 0.4 + 0.5)), sigmoid(3.0 - (1.0 + 0.5))],
+                            dtype=torch.float64) * 0.5
     assert torch.allclose(q, expected)
+    assert torch.allclose(Q.combine({"mask_iou": torch.zeros(2)}, intercept=0.0), torch.full((2,), 0.5))
     with pytest.raises(ValueError, match="unknown quality signal"):
         Q.frame_badness({"mask_iuo": 1.0}, 2)
     with pytest.raises(ValueError, match="non-negative"):
@@ -113,13 +116,14 @@ def test_badness_and_combination_in_closed_form():
 
 def test_label_quality_record_counts_problem_flags_once():
     signals = {"mask_iou": [1.0, 0.5]}
-    clean = Q.label_quality(signals, 2, {"low_object_iou": False}, weights={"mask_iou": 1.0})
-    assert clean["score"] == pytest.approx([1.0, math.exp(-0.5)])
-    assert clean["clip_score"] == pytest.approx((1.0 + math.exp(-0.5)) / 2)
+    sigmoid = lambda z: 1.0 / (1.0 + math.exp(-z))  # noqa: E731
+    clean = Q.label_quality(signals, 2, {"low_object_iou": False}, weights={"mask_iou": 2.0}, intercept=1.0)
+    assert clean["score"] == pytest.approx([sigmoid(1.0), sigmoid(0.0)])
+    assert clean["clip_score"] == pytest.approx((sigmoid(1.0) + 0.5) / 2) and clean["intercept"] == 1.0
     flagged = Q.label_quality(signals, 2, {"low_object_iou": True, "nonfinite_optimiser": True},
-                              weights={"mask_iou": 1.0})
+                              weights={"mask_iou": 2.0}, intercept=1.0)
     # low_object_iou is the IoU signal already; a diverged optimiser halves the score
-    assert flagged["score"] == pytest.approx([0.5, 0.5 * math.exp(-0.5)])
+    assert flagged["score"] == pytest.approx([0.5 * sigmoid(1.0), 0.25])
     assert flagged["flags_counted"] == ["low_object_iou", "nonfinite_optimiser"]
     assert flagged["signals"] == {"mask_iou": [1.0, 0.5]}
 

@@ -16,32 +16,36 @@ def _with_quality(fit, frame_scores_iou, flags=None):
     """A fit carrying a quality record made by hodata.fitting.quality from mask IoUs alone."""
     fit.flags.update(flags or {})
     fit.quality = Q.label_quality({"mask_iou": frame_scores_iou, "loss_change": 0.0}, len(fit.frame_ids), fit.flags,
-                                  weights={"mask_iou": 2.0})
+                                  weights={"mask_iou": 4.0}, intercept=1.0)
     return fit
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def test_writer_stores_the_fits_score_and_signals_per_frame():
     fit = _with_quality(make_fit(0, T=3), [1.0, 0.75, 0.5])
     entries = frame_qualities(fit)
-    assert [e["score"] for e in entries] == pytest.approx([1.0, math.exp(-0.5), math.exp(-1.0)])
+    expected = [_sigmoid(1.0), _sigmoid(0.0), _sigmoid(-1.0)]  # sigmoid(1 - 4 (1 - IoU))
+    assert [e["score"] for e in entries] == pytest.approx(expected)
     assert all(e["clip_score"] == pytest.approx(fit.quality["clip_score"]) for e in entries)
     assert [e["signals"]["mask_iou"] for e in entries] == [1.0, 0.75, 0.5]
     assert entries[1]["basis"] == ["fit", "mask_iou", "loss_change"] and entries[0]["version"] == Q.QUALITY_VERSION
     # an explicit score still overrides; a flag raised after fitting halves once more
     assert [e["score"] for e in frame_qualities(fit, {"score": 0.25})] == [0.25] * 3
     fit.losses["v2d"] = float("nan")  # -> nonfinite_loss, not counted by fitting
-    assert [e["score"] for e in frame_qualities(fit)] == pytest.approx([0.5, 0.5 * math.exp(-0.5),
-                                                                        0.5 * math.exp(-1.0)])
+    assert [e["score"] for e in frame_qualities(fit)] == pytest.approx([0.5 * v for v in expected])
 
 
 def test_flags_counted_in_fitting_are_not_counted_again():
     fit = _with_quality(make_fit(0, T=2), [1.0, 1.0], flags={"nonfinite_optimiser": True})
-    assert fit.quality["score"] == [0.5, 0.5]
-    assert [e["score"] for e in frame_qualities(fit)] == [0.5, 0.5]
+    assert fit.quality["score"] == pytest.approx([0.5 * _sigmoid(1.0)] * 2)
+    assert [e["score"] for e in frame_qualities(fit)] == pytest.approx([0.5 * _sigmoid(1.0)] * 2)
 
 
 def test_load_min_quality_keeps_exactly_the_samples_at_or_above_q(tmp_path):
-    new = _with_quality(make_fit(0, T=4), [1.0, 0.75, 0.5, 0.25])    # scores 1, e^-0.5, e^-1, e^-1.5
+    new = _with_quality(make_fit(0, T=4), [1.0, 0.75, 0.5, 0.25])    # scores sigmoid(1, 0, -1, -2)
     legacy = make_fit(1, T=3)                                          # no quality record: the earlier formula
     with ShardWriter(tmp_path, worker_id=0) as writer:
         writer.write_clip(new)
@@ -50,7 +54,7 @@ def test_load_min_quality_keeps_exactly_the_samples_at_or_above_q(tmp_path):
     assert len(everything) == 7
     legacy_scores = sorted(v for k, v in everything.items() if k.startswith("ho3d_ABF10_0001"))
     assert legacy_scores == pytest.approx([0.4, 0.6, 0.9])  # IoU alone: no v2d measure, no flag raised
-    for q in (0.0, math.exp(-1.0), 0.5, 0.6, 1.0):
+    for q in (0.0, _sigmoid(-1.0), 0.5, 0.6, 1.0):
         kept = sorted(s["__key__"] for s in load(tmp_path, min_quality=q))
         assert kept == sorted(k for k, v in everything.items() if v >= q), q
     boundary = sorted(everything.values())[3]                      # a score itself: kept (>=)

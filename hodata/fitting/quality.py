@@ -28,10 +28,13 @@ offset are the signals that see it (a hand 10 cm behind the object is no grasp).
 `frame_badness` turns each signal into a non-negative badness b_i (0 = nothing wrong; the
 transforms below), and `combine` into a per-frame score
 
-    q_t = exp(-sum_i w_i b_i,t) * 0.5 ** (raised problem flags)     in [0, 1]
+    q_t = sigmoid(c - sum_i w_i b_i,t) * 0.5 ** (raised problem flags)     in [0, 1]
 
-with weights `DEFAULT_WEIGHTS`; a missing signal (None or NaN) has badness 0. The clip score
-is the mean of the per-frame scores. The weights were fitted by bench/bench_quality.py on
+with weights `DEFAULT_WEIGHTS` and intercept c = `DEFAULT_INTERCEPT`: on the benchmark it
+fitted, q is the probability that the label is good, so `DEFAULT_THRESHOLD` (the benchmark's
+best F1 of "good") is a threshold with a meaning; on other data it ranks labels, its level is
+not calibrated. A missing signal (None or NaN) has badness 0. The clip score is the mean of
+the per-frame scores. The weights were fitted by bench/bench_quality.py on
 one half of the robustness benchmark's fits (logistic regression of "good label": hand
 vertex error < 2 cm and object ADD-S < 1 cm, weights constrained >= `MIN_WEIGHTS`, a floor
 set by design, 0 for most signals) and reported on the other half (bench/RESULTS.md,
@@ -71,6 +74,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "object_accel_m": 0.0, "hand_accel_m": 0.2001, "detector_score": 0.0, "loss_change": 0.0,
     "candidate_margin": 0.0, "hypothesis_margin": 2.1415, "hand_scale_log": 11.4772, "object_scale_log": 0.0,
 }
+
+DEFAULT_INTERCEPT = 3.0
+DEFAULT_THRESHOLD = 0.5
 
 # Floors of the weights, by design: failures the benchmark barely contains (its masks are
 # good, so a wrong object silhouette, a hand deep in or far behind the object are rare there)
@@ -265,29 +271,32 @@ def frame_badness(signals: Mapping[str, object], frames: int) -> dict[str, torch
 
 
 def combine(badness: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, float]] = None,
-            raised_flags: int = 0) -> torch.Tensor:
-    """q_t = exp(-sum_i w_i b_i,t) * RAISED_FLAG_FACTOR ** raised_flags -> (T,) in [0, 1].
+            raised_flags: int = 0, intercept: Optional[float] = None) -> torch.Tensor:
+    """q_t = sigmoid(c - sum_i w_i b_i,t) * RAISED_FLAG_FACTOR ** raised_flags -> (T,) in [0, 1].
 
     badness: name -> (T,) from `frame_badness`; weights: name -> w_i >= 0 (default
-    DEFAULT_WEIGHTS; a signal without a weight does not enter the score).
+    DEFAULT_WEIGHTS; a signal without a weight does not enter the score); intercept c
+    (default DEFAULT_INTERCEPT): the score of a label with nothing wrong is sigmoid(c).
     """
+    intercept = DEFAULT_INTERCEPT if intercept is None else float(intercept)
     weights = DEFAULT_WEIGHTS if weights is None else weights
     if any(w < 0 for w in weights.values()):
         raise ValueError("quality weights must be non-negative (a worse signal never raises the score)")
     if not badness:
         raise ValueError("no signals to combine")
     total = sum(float(weights.get(name, 0.0)) * b for name, b in badness.items())
-    return torch.exp(-total) * RAISED_FLAG_FACTOR ** int(raised_flags)
+    return torch.sigmoid(intercept - total) * RAISED_FLAG_FACTOR ** int(raised_flags)
 
 
 def label_quality(signals: Mapping[str, object], frames: int, flags: Optional[Mapping[str, bool]] = None,
-                  weights: Optional[Mapping[str, float]] = None) -> dict:
+                  weights: Optional[Mapping[str, float]] = None, intercept: Optional[float] = None) -> dict:
     """The quality record of a fit: per-frame scores, the clip score and what they came from.
 
     signals: name -> (T,) values, a clip scalar or None (module table); flags: the fit's
     problem flags (True = bad); each raised flag not in SIGNAL_FLAGS halves every frame's
     score. Returns {"version", "score": [T floats], "clip_score", "signals": {name: [T] or
-    scalar or None}, "weights", "flags_counted": [names]} (JSON-ready; NaN -> None).
+    scalar or None}, "weights", "intercept", "flags_counted": [names]} (JSON-ready; NaN -> None).
+    weights / intercept: see `combine`.
     """
     if frames < 1:
         raise ValueError("a clip has at least one frame")
@@ -295,13 +304,15 @@ def label_quality(signals: Mapping[str, object], frames: int, flags: Optional[Ma
     counted = sorted(name for name, raised in flags.items() if raised)
     penalised = [name for name in counted if name not in SIGNAL_FLAGS]
     used = dict(DEFAULT_WEIGHTS if weights is None else weights)
-    score = combine(frame_badness(signals, frames), used, len(penalised))
+    intercept = DEFAULT_INTERCEPT if intercept is None else float(intercept)
+    score = combine(frame_badness(signals, frames), used, len(penalised), intercept)
     return {
         "version": QUALITY_VERSION,
         "score": [float(v) for v in score.tolist()],
         "clip_score": float(score.mean()),
         "signals": {name: _json_signal(value) for name, value in signals.items()},
         "weights": used,
+        "intercept": intercept,
         "flags_counted": counted,
     }
 
@@ -316,7 +327,7 @@ def _json_signal(value):
 
 
 __all__ = [
-    "SIGNALS", "DEFAULT_WEIGHTS", "MIN_WEIGHTS", "SIGNAL_FLAGS", "QUALITY_VERSION", "relative_reprojection_error", "penetration_depth",
+    "SIGNALS", "DEFAULT_WEIGHTS", "DEFAULT_INTERCEPT", "DEFAULT_THRESHOLD", "MIN_WEIGHTS", "SIGNAL_FLAGS", "QUALITY_VERSION", "relative_reprojection_error", "penetration_depth",
     "contact_gap", "depth_offset", "acceleration_magnitude", "relative_loss_change", "candidate_margin",
     "hypothesis_margin", "log_scale_deviation", "frame_badness", "combine", "label_quality",
 ]
