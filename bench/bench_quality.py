@@ -423,8 +423,8 @@ def markdown(results: dict, analysis: dict) -> str:
     lines = [
         SECTION, "",
         f"`python bench/bench_quality.py --levels {','.join(f'{v:g}' for v in c['levels'])} --steps {c['steps']} "
-        f"--workers {c['workers']}` ({c['date']}, commit {c['commit']}; 2-core x86_64 shared with 4 other "
-        f"engineers' jobs, load average 5-10, torch 1 thread per worker). Fitted: {len(fitted)} scene x level fits "
+        f"--workers {c['workers']}` ({c['date']}, commit {c['commit']}; 2-core x86_64 shared with other "
+        f"engineers' jobs, torch 1 thread per worker). Fitted: {len(fitted)} scene x level fits "
         f"of {len({f['scene'] for f in fitted})} robustness-benchmark scenes at hand-init noise "
         f"{', '.join(f'x{v:g}' for v in levels)} of each scene's own level, both methods, {c['steps']} steps per "
         f"stage (the benchmark's default is 200; fewer to fit the session: labels are worse than at 200 steps, "

