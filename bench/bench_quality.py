@@ -1,12 +1,13 @@
 """Label-quality validation: does the quality score computed in fitting rank labels by their 3D error?
 
-    python bench/bench_quality.py [--levels 1,3,5] [--steps 50] [--workers 2] [--stop-after 70]
-        [--out bench/quality.json] [--resume] [--results bench/RESULTS.md]
+    python bench/bench_quality.py [--levels 1,3,5] [--all-levels] [--steps 50] [--workers 2]
+        [--stop-after 70] [--follow] [--out bench/quality.json] [--resume] [--results bench/RESULTS.md]
     python bench/bench_quality.py --analyse bench/quality.json [--results bench/RESULTS.md]
 
 Fits: the robustness benchmark's scenes (bench/bench_robust.py: its scene building, its
 `fit_scene` worker and its metrics; scenes under --work, built once) at the scene's own
-hand-init noise times each of `--levels` (x3, x5: harder hand inits than the benchmark's),
+hand-init noise times one of `--levels` chosen by the scene's number (`--all-levels`: then the
+others too; x3, x5: harder hand inits than the benchmark's),
 both methods (independent and joint), so labels range from good to badly wrong. Each fitted
 frame is one label: its quality signals (FitResult.quality["signals"], measured in fitting
 without ground truth) against its true hand vertex error and object ADD-S.
