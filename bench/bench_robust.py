@@ -238,6 +238,12 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
             "mask_iou": fit.losses.get("mask_iou"),
             "v2d_px": fit.losses.get("v2d_px"),
             "seconds": float(sum(fit.loss_history.get("timings_s", []))),
+            # per frame, for the label-quality validation (bench/bench_quality.py)
+            "hand_vertex_cm_frames": [float(v) * 100.0 for v in
+                                      hand_metrics.vertex_error(fit.hands[0].vertices.to(gt_hand.vertices),
+                                                                gt_hand.vertices).tolist()],
+            "object_adds_cm_frames": [float(v) for v in adds_frames.tolist()],
+            "quality": fit.quality,
         })
         out["methods"][method] = metrics
     # the hand init itself (what joint fitting should keep or improve)

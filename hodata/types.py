@@ -98,6 +98,9 @@ class FitResult:
     flags: dict[str, bool] = field(default_factory=dict)              # quality flags
     hand_init: str = ""                # provider of the hand initialisation ("simulated", "frankmocap", ...)
     evidence: dict[str, str] = field(default_factory=dict)  # provider of each evidence part (ClipEvidence.provenance)
+    # label quality (hodata.fitting.quality.label_quality): per-frame "score" [T], "clip_score",
+    # the "signals" behind them, "weights", "flags_counted"; empty for fits made before it existed
+    quality: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -129,10 +129,8 @@ def write_outcome(writers: dict, outcome: ClipOutcome, summary: RunSummary, keep
 
     problems = list(outcome.problems)
     for m, fit in outcome.fits.items():
-        quality = {"mask_iou": fit.loss_history.get("mask_iou_per_frame"),
-                   "v2d_px": fit.loss_history.get("v2d_px_per_frame")}
-        try:
-            writers[m].write_clip(fit, images=outcome.images, masks=outcome.masks, quality=quality)
+        try:  # the fit carries its per-frame label quality (FitResult.quality)
+            writers[m].write_clip(fit, images=outcome.images, masks=outcome.masks)
             writers[m].flush()
         except OutputWriteError:
             raise

@@ -9,12 +9,15 @@ import torch
 
 from hodata.device import resolve_device, to_device
 from hodata.errors import HodataError
-from hodata.geometry.camera import project
 from hodata.evidence.types import ClipEvidence
-from hodata.types import Clip, FitResult, HandInit
+from hodata.geometry.camera import project
+from hodata.geometry.raster import render_silhouette
+from hodata.geometry.sdf import object_sdf
+from hodata.types import Clip, FitResult, HandInit, HandState, ObjectState
 
+from . import quality as Q
 from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, object_evidence, object_ious, object_state
-from .object_init import ObjectInitConfig, distinct_candidates, initialise_object_pose
+from .object_init import ObjectInitConfig, distinct_candidates, initialise_object_pose, silhouette_iou
 
 METHODS = ("independent", "joint")
 
@@ -27,16 +30,92 @@ def _on_cpu(state):
                              if torch.is_tensor(getattr(state, f.name))})
 
 
+def object_mask_iou(vertices: torch.Tensor, evidence, config: FitConfig) -> torch.Tensor:
+    """Per-frame occlusion-aware IoU (T,) of an object's hard silhouette, camera-space
+    vertices (T, V, 3), with its target in the evidence's ROI cameras (as `object_ious`)."""
+    with torch.no_grad():
+        hard = render_silhouette(vertices, evidence.faces, evidence.K_roi, (config.roi_size,) * 2, mode="hard")
+        return silhouette_iou(hard, evidence.target)
+
+
+def measure_quality_signals(hands: list[HandState], hand_targets: list[torch.Tensor], obj: ObjectState | None,
+                            evidence, K: torch.Tensor, history: dict, config: FitConfig, candidate_totals=None,
+                            object_init=None, hand_scores=None, seen: torch.Tensor | None = None,
+                            iou: torch.Tensor | None = None) -> dict:
+    """The label-quality signals of a fitted clip (hodata.fitting.quality, module table).
+
+    From fitted states, so any FitResult's labels can be scored (also edited ones, as the
+    tests do). hands: HandStates; hand_targets: per hand its 2D target (T, V, 2) pixels (the
+    init's projected vertices, the v2d term's target); obj: the ObjectState of the object
+    `evidence` (ObjectEvidence: canonical mesh, SDF, ROI cameras and targets) describes; K
+    (3, 3); history: the loss histories (`<stage>/total`, the last stage's gives the
+    convergence); candidate_totals: the object-pose candidates' objective totals (K > 1);
+    object_init: the ObjectInitResult (its hypotheses' IoUs give the silhouette's ambiguity
+    even with one fitted candidate); hand_scores: per hand (T,) detector confidence or None;
+    seen: (T,) bool, frames with object evidence (the IoU of the others is missing, not 0);
+    iou: (T,) mask IoU when already computed (else rendered here).
+
+    Several hands: the worst hand per frame for v2d_rel, penetration and jitter; the hand
+    closest to the object for contact gap and depth offset (a second hand may be free).
+    """
+    signals: dict = {}
+    with torch.no_grad():
+        if obj is not None:
+            obj_verts = obj.vertices.to(evidence.K_roi)
+            iou = (object_mask_iou(obj_verts, evidence, config) if iou is None else iou).detach().double()
+            if seen is not None:
+                iou = torch.where(seen.to(iou.device), iou, torch.full_like(iou, float("nan")))
+            signals["mask_iou"] = iou
+            signals["object_accel_m"] = Q.acceleration_magnitude(obj_verts)
+        verts = [h.vertices.to(evidence.K_roi) for h in hands]
+        if hands:
+            signals["v2d_rel"] = torch.stack([
+                Q.relative_reprojection_error(project(v, K.to(v)), target.to(v))
+                for v, target in zip(verts, hand_targets)]).amax(0)
+            signals["hand_accel_m"] = torch.stack([Q.acceleration_magnitude(v) for v in verts]).amax(0)
+            signals["hand_scale_log"] = max(Q.log_scale_deviation(1.0 if h.scale is None else h.scale) for h in hands)
+        if obj is not None and hands:
+            scale = torch.as_tensor(obj.scale, dtype=obj_verts.dtype, device=obj_verts.device).reshape(())
+            frame_scale = scale.expand(obj_verts.shape[0])
+            sdf = [object_sdf(evidence.sdf, v, obj.rotation.to(v), obj.translation.to(v), frame_scale) for v in verts]
+            signals["penetration_m"] = torch.stack([Q.penetration_depth(d) for d in sdf]).amax(0)
+            signals["contact_gap_m"] = torch.stack([Q.contact_gap(d) for d in sdf]).amin(0)
+            offsets = torch.stack([Q.depth_offset(v, obj_verts) for v in verts])
+            signals["depth_offset_rel"] = offsets.gather(0, offsets.abs().argmin(0, keepdim=True))[0]
+        if obj is not None and evidence.reference_size and config.optimise_object_scale:
+            size = float(obj.scale) * float((evidence.vertices.amax(0) - evidence.vertices.amin(0)).norm())
+            signals["object_scale_log"] = Q.log_scale_deviation(size, evidence.reference_size)
+    scores = [s for s in (hand_scores or []) if s is not None]
+    if scores:
+        signals["detector_score"] = torch.stack([s.detach().double().cpu() for s in scores]).amin(0)
+    last_total = next((history[f"{stage}/total"] for stage in ("stage2", "stage1", "independent")
+                       if history.get(f"{stage}/total")), None)
+    signals["loss_change"] = Q.relative_loss_change(last_total) if last_total else None
+    if candidate_totals is not None:
+        signals["candidate_margin"] = Q.candidate_margin(candidate_totals)
+    if object_init is not None and object_init.candidate_rotations is not None:
+        signals["hypothesis_margin"] = Q.hypothesis_margin(object_init.candidate_ious.detach().cpu(),
+                                                           object_init.candidate_rotations.detach().cpu(),
+                                                           config.candidate_min_angle)
+    return {name: (v.detach().cpu() if torch.is_tensor(v) else v) for name, v in signals.items()}
+
+
 def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, evidence, method: str,
-                     config: FitConfig, timings: list[float] | None = None) -> FitResult:
-    """A FitResult from fitted parameters, with the quality measures the shard writer reads:
-    per-frame occlusion-aware mask IoU of the object and mean 2D hand-vertex error (pixels)."""
+                     config: FitConfig, timings: list[float] | None = None, object_init=None, hand_scores=None,
+                     seen: torch.Tensor | None = None) -> FitResult:
+    """A FitResult from fitted parameters, with its label quality (`FitResult.quality`, from
+    `measure_quality_signals` and `hodata.fitting.quality.label_quality`) and the measures
+    earlier shards carried: per-frame occlusion-aware mask IoU of the object and mean 2D
+    hand-vertex error (pixels). object_init, hand_scores, seen: see `measure_quality_signals`
+    (seen also raises the flag `missing_object_evidence`)."""
     K = clip.K.to(evidence.K_roi)
     iou = object_ious(objects, [evidence], config)[0]
+    hand_states = [hand_state(p, e.layer) for p, e in zip(hands, hand_evidence)]
+    object_states = [object_state(o, evidence) for o in objects]
     with torch.no_grad():
         v2d_px = torch.stack([
-            (project(h.meshes(e.layer).vertices, K) - e.init.vertices_2d).norm(dim=-1).mean(-1)
-            for h, e in zip(hands, hand_evidence)]).mean(0) if hands else torch.zeros_like(iou)
+            (project(h.vertices, K) - e.init.vertices_2d).norm(dim=-1).mean(-1)
+            for h, e in zip(hand_states, hand_evidence)]).mean(0) if hands else torch.zeros_like(iou)
     losses = dict(report["final"])
     losses["mask_iou"] = float(iou.mean())
     losses["v2d_px"] = float(v2d_px.mean())
@@ -49,14 +128,19 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
     history["mask_iou_per_frame"] = iou.tolist()
     history["v2d_px_per_frame"] = v2d_px.tolist()
     history["timings_s"] = list(timings or [])
+    if seen is not None:
+        flags["missing_object_evidence"] = not bool(seen.all())
+    signals = measure_quality_signals(hand_states, [e.init.vertices_2d for e in hand_evidence],
+                                      object_states[0] if object_states else None, evidence, K, history, config,
+                                      history.get("candidate_total"), object_init, hand_scores, seen, iou)
     # results leave the device: they are written to shards or kept across many clips
     return FitResult(
         clip_id=clip.clip_id, dataset=clip.dataset, sequence=clip.sequence, frame_ids=list(clip.frame_ids),
         K=clip.K.detach().cpu().clone(), image_size=clip.image_size,
-        hands=[_on_cpu(hand_state(p, e.layer)) for p, e in zip(hands, hand_evidence)],
-        objects=[_on_cpu(object_state(o, evidence)) for o in objects],
+        hands=[_on_cpu(h) for h in hand_states], objects=[_on_cpu(o) for o in object_states],
         method=method, losses=losses, loss_history=history, flags=flags,
         hand_init=",".join(sorted({e.init.provider for e in hand_evidence})),
+        quality=Q.label_quality(signals, len(clip.frame_ids), flags),
     )
 
 
@@ -159,9 +243,9 @@ def fit_clip(
                                                        K, clip.image_size, config, joint=(method == "joint"))
         timings[f"{method}_s"] = time.perf_counter() - start
         results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,
-                                           [timings["object_init_s"], timings[f"{method}_s"]])
+                                           [timings["object_init_s"], timings[f"{method}_s"]], object_init=init,
+                                           hand_scores=[h.scores for h in clip_evidence.hands], seen=seen)
         results[method].evidence = dict(clip_evidence.provenance)
-        results[method].flags["missing_object_evidence"] = bool(missed)
         if missed:
             results[method].loss_history["frames_without_object_evidence"] = missed
     return results

@@ -23,6 +23,7 @@ from hodata.shards.reader import (
     fit_results_from_shards,
     load,
     read_shard,
+    sample_quality,
 )
 from hodata.shards.writer import (
     OutputWriteError,
@@ -37,6 +38,6 @@ from hodata.shards.writer import (
 
 __all__ = [
     "ShardWriter", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
-    "sample_key", "load", "ShardDataset", "ShardCorruptError", "read_shard", "collate_hand_object",
+    "sample_key", "load", "sample_quality", "ShardDataset", "ShardCorruptError", "read_shard", "collate_hand_object",
     "fit_results_from_shards", "read_manifest", "MANIFEST_NAME", "SCHEMA_VERSION",
 ]

@@ -205,12 +205,17 @@ class ShardDataset(IterableDataset):
         shuffle: bool = False,
         seed: int = 0,
         num_samples: Optional[int] = None,
+        min_quality: Optional[float] = None,
     ):
         super().__init__()
+        if min_quality is not None and not 0.0 <= float(min_quality) <= 1.0:
+            raise HodataError(f"min_quality must lie in [0, 1], got {min_quality}")
+        self.min_quality = None if min_quality is None else float(min_quality)
         self.shards = [(Path(p), sha) for p, sha in shards]
         self.skip_corrupt, self.decode_images = skip_corrupt, decode_images
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.num_samples = num_samples  # from the manifest; None when unknown
+        # from the manifest; None when unknown (and when min_quality leaves samples out)
+        self.num_samples = num_samples if self.min_quality is None else None
         # Shared memory, so that skips counted in DataLoader worker processes are seen here;
         # a spawn-context lock also works in forked workers.
         self._skipped = multiprocessing.get_context("spawn").Value("i", 0)
@@ -252,7 +257,18 @@ class ShardDataset(IterableDataset):
             if self.shuffle:
                 random.Random(f"{self.seed}/{self.epoch}/{index}").shuffle(samples)
             for raw in samples:
+                if self.min_quality is not None and not sample_quality(raw["meta"]) >= self.min_quality:
+                    continue
                 yield sample_to_torch(raw)
+
+
+def sample_quality(meta: dict) -> float:
+    """A sample's label quality `meta["quality"]["score"]` in [0, 1]; NaN when it has none
+    (so no `min_quality` keeps it). Shards of every schema version carry the score: the
+    per-frame score computed in fitting (hodata.fitting.quality), or, in shards written
+    before that, the writer's mask IoU x 2D residual formula."""
+    score = (meta.get("quality") or {}).get("score")
+    return float("nan") if score is None else float(score)
 
 
 def _expand(source: Any) -> list[Path]:
@@ -273,13 +289,17 @@ def load(
     verify: bool = True,
     shuffle: bool = False,
     seed: int = 0,
+    min_quality: Optional[float] = None,
 ) -> ShardDataset:
     """An IterableDataset over hodata shards.
 
     source: an output directory (its manifest.json lists the shards), a shard path, a brace
     pattern (`out/shard-w0-{000000..000002}.tar`) or a list of those. verify: compare each
     shard's sha256 with the manifest.json in its directory when that lists it. shuffle:
-    shard order and the samples within a shard, reseeded by `set_epoch`.
+    shard order and the samples within a shard, reseeded by `set_epoch`. min_quality: keep
+    only samples (frames) whose label quality `meta["quality"]["score"]` is >= this value
+    (`sample_quality`; per frame, so a clip may be kept in part; a sample without a score
+    is left out); `len`-style counts (`num_samples`) are then unknown (None).
     """
     if not isinstance(source, (list, tuple)) and Path(os.fspath(source)).is_dir():
         directory = Path(os.fspath(source))
@@ -305,7 +325,7 @@ def load(
         missing = [p for p, _ in shards if not p.is_file()]
         if missing:
             raise HodataError(f"{missing[0]}: shard not found; check the path or pattern")
-    return ShardDataset(shards, skip_corrupt, decode_images, shuffle, seed, num_samples)
+    return ShardDataset(shards, skip_corrupt, decode_images, shuffle, seed, num_samples, min_quality)
 
 
 # ----------------------------------------------------------------------------- batching
@@ -406,10 +426,23 @@ def _fit_result(output_dir: Path, clip_id: str, samples: list[dict[str, Any]]) -
         flags=dict(first["flags"]),
         hand_init=first["hand_init"],
         evidence=dict(first.get("evidence") or {}),
+        quality=_quality_record(samples),
     )
 
 
+def _quality_record(samples: list[dict[str, Any]]) -> dict:
+    """FitResult.quality back from the frames' `quality` entries (empty for shards whose
+    score was computed by the writer: they carry no record of fitting's signals)."""
+    entries = [s["meta"].get("quality") or {} for s in samples]
+    if not entries or any("signals" not in e for e in entries):
+        return {}
+    names = list(entries[0]["signals"])
+    return {"version": entries[0].get("version"), "score": [e["score"] for e in entries],
+            "clip_score": entries[0].get("clip_score"),
+            "signals": {n: [e["signals"].get(n) for e in entries] for n in names}}
+
+
 __all__ = [
-    "load", "ShardDataset", "ShardCorruptError", "read_shard", "sample_to_torch",
+    "load", "sample_quality", "ShardDataset", "ShardCorruptError", "read_shard", "sample_to_torch",
     "collate_hand_object", "fit_results_from_shards",
 ]

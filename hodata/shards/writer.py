@@ -5,7 +5,8 @@ a frame id that is not a number is kept as sanitised text) holds the members
 
 - `json`: metadata (schema version, dataset, sequence, frame, clip id, camera K and image
   size, objects with model id / category / scale, hands with side / model name / pose space,
-  hand init provider, method, final per-term losses, clip flags, quality score and its basis;
+  hand init provider, method, final per-term losses, clip flags, the label quality computed in
+  fitting (per-frame score, clip score and the signals behind them; `frame_qualities`);
   the clip's first frame also carries the loss history);
 - `npz`: arrays of that frame, per hand with its side as prefix (`right_vertices` (778, 3),
   `right_joints` (21, 3), `right_global_orient` (3, 3), `right_hand_pose` (P,), `right_betas`
@@ -103,7 +104,8 @@ def sample_key(dataset: str, sequence: str, frame_id: Any) -> str:
 
 
 def quality_score(mask_iou: Optional[float] = None, v2d_px: Optional[float] = None, raised_flags: int = 0) -> float:
-    """Per-label quality in [0, 1]: IoU * exp(-v2d_px / V2D_SCALE_PX) * 0.5 ** raised_flags.
+    """The quality formula of shards written before fits carried their own (`FitResult.quality`),
+    still used for a FitResult without one: IoU * exp(-v2d_px / V2D_SCALE_PX) * 0.5 ** raised_flags.
 
     mask_iou: silhouette IoU of the fitted object with its target mask; v2d_px: mean 2D
     distance in pixels between projected hand vertices and their targets (paper Eq. 4
@@ -121,41 +123,65 @@ def quality_score(mask_iou: Optional[float] = None, v2d_px: Optional[float] = No
 def frame_qualities(fit: FitResult, quality: Optional[dict] = None) -> list[dict[str, Any]]:
     """The `quality` entry of each frame's json.
 
+    The score is computed in fitting, not here: a fit with a quality record
+    (`FitResult.quality`, hodata.fitting.quality.label_quality) gives each frame its `score`,
+    the clip's `clip_score`, the `signals` of that frame (clip-level signals repeated), and
+    `basis` = ["fit"] + the names of the signals measured. A flag raised after fitting (not in
+    the record's `flags_counted`, e.g. `nonfinite_loss`) halves the score once more.
+
+    A FitResult without a quality record (made outside hodata's fitting, or by an earlier
+    version) keeps the earlier formula, `quality_score`: mask IoU x exp(-v2d_px / 20) x 0.5
+    per raised flag, with `basis` naming what it used.
+
     Quality flags follow one convention: True marks a problem (`not_converged`,
     `high_penetration`, `hand_lost`, ...). Sources, per frame: `quality` (explicit; each value
     a scalar for the clip or a length-T sequence) with keys `mask_iou`, `v2d_px`, `score`
-    (overrides the formula), `flags` (name -> bool or T bools); else `fit.losses["mask_iou"]`
-    / `fit.losses["v2d_px"]` when the fitter reports those measures; `fit.flags` always. A
-    non-finite final loss raises the flag `nonfinite_loss`. Other keys of `quality` are stored
-    as they are (scalars or per-frame values) without entering the score.
+    (overrides any score), `flags` (name -> bool or T bools); else the fit's per-frame
+    `loss_history["mask_iou_per_frame"]` / `["v2d_px_per_frame"]`, else `fit.losses["mask_iou"]`
+    / `fit.losses["v2d_px"]`; `fit.flags` always. A non-finite final loss raises the flag
+    `nonfinite_loss`. Other keys of `quality` are stored as they are (scalars or per-frame
+    values) without entering the score.
     """
     T = len(fit.frame_ids)
     q = dict(quality or {})
-    mask_iou = _per_frame_values("mask_iou", q.pop("mask_iou", fit.losses.get("mask_iou")), T)
-    v2d_px = _per_frame_values("v2d_px", q.pop("v2d_px", fit.losses.get("v2d_px")), T)
+    record = dict(getattr(fit, "quality", None) or {})
+    history = fit.loss_history or {}
+    mask_iou = _per_frame_values("mask_iou", q.pop("mask_iou", history.get("mask_iou_per_frame",
+                                                                            fit.losses.get("mask_iou"))), T)
+    v2d_px = _per_frame_values("v2d_px", q.pop("v2d_px", history.get("v2d_px_per_frame", fit.losses.get("v2d_px"))), T)
     explicit = _per_frame_values("score", q.pop("score", None), T)
     frame_flags = {name: _per_frame_values(f"flags[{name}]", v, T) for name, v in dict(q.pop("flags", {})).items()}
     extras = {name: _per_frame_values(name, v, T) for name, v in q.items()}
     clip_flags = {str(k): bool(v) for k, v in fit.flags.items()}
     if any(not math.isfinite(float(v)) for v in fit.losses.values()):
         clip_flags["nonfinite_loss"] = True
+    fitted = _per_frame_values("fit.quality['score']", record.get("score"), T) if record.get("score") else None
+    signals = {name: _per_frame_values(f"signals[{name}]", v, T)
+               for name, v in dict(record.get("signals") or {}).items()} if fitted else {}
+    counted = set(record.get("flags_counted") or [])
     out = []
     for t in range(T):
         flags = dict(clip_flags)
         flags.update({name: bool(values[t]) for name, values in frame_flags.items()})
         raised = sorted(name for name, value in flags.items() if value)
-        basis = [name for name, v in (("mask_iou", mask_iou[t]), ("v2d_px", v2d_px[t])) if v is not None]
-        if flags:
-            basis.append("flags")
+        entry: dict[str, Any] = {}
         if explicit[t] is not None:
             score = float(explicit[t])
             if not 0.0 <= score <= 1.0:
                 raise ValueError(f"quality['score'] must lie in [0, 1], got {score} at frame {t}")
             basis = ["explicit"]
+        elif fitted is not None:
+            score = float(fitted[t]) * RAISED_FLAG_FACTOR ** len([n for n in raised if n not in counted])
+            basis = ["fit"] + [name for name, values in signals.items() if values[t] is not None]
+            entry.update(clip_score=_json_scalar(record.get("clip_score")), version=record.get("version"),
+                         signals={name: values[t] for name, values in signals.items()})
         else:
             score = quality_score(mask_iou[t], v2d_px[t], len(raised))
-        entry = {"score": score, "basis": basis, "mask_iou": mask_iou[t], "v2d_px": v2d_px[t],
-                 "flags": flags, "raised": raised}
+            basis = [name for name, v in (("mask_iou", mask_iou[t]), ("v2d_px", v2d_px[t])) if v is not None]
+            if flags:
+                basis.append("flags")
+        entry.update({"score": score, "basis": basis, "mask_iou": mask_iou[t], "v2d_px": v2d_px[t],
+                      "flags": flags, "raised": raised})
         entry.update({name: values[t] for name, values in extras.items()})
         out.append(entry)
     return out
