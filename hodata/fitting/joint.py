@@ -105,6 +105,9 @@ class FitConfig:
     # the best's by more than `candidate_margin` (relative) are dropped: only poses the
     # silhouette cannot tell apart go on to the joint stage and the full objective.
     candidate_steps: int = 100
+    # render size of that refinement (a divisor of roi_size; the targets are pooled to it): the
+    # object init's 64 px. At roi_size 128 it cost 2.5-3x a stage 1 (4 candidates).
+    candidate_roi_size: int = 64
     candidate_rotation_lr: float = 0.03
     candidate_margin: float = 0.25
     # Candidates that place the object's surface within this fraction of its diameter of each
@@ -122,6 +125,8 @@ class FitConfig:
             raise HodataError(f"coarse_mode must be 'surface', 'contact' or 'centroid', got {self.coarse_mode!r}")
         if self.object_candidates < 1:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
+        if self.candidate_roi_size < 1 or self.roi_size % self.candidate_roi_size:
+            raise HodataError(f"candidate_roi_size must divide roi_size ({self.roi_size}), got {self.candidate_roi_size}")
         if self.candidate_steps < 0 or self.candidate_margin < 0:
             raise HodataError(f"candidate_steps and candidate_margin must be >= 0, got {self.candidate_steps}, "
                               f"{self.candidate_margin}")
@@ -459,22 +464,46 @@ def choose_candidate(hands, hand_evidence, objects, object_evidence_list, K, ima
 CANDIDATE_TERMS = ("obj", "smooth")  # the object's own part of stage 1 (no hands)
 
 
+def pooled_evidence(evidence: ObjectEvidence, factor: int) -> ObjectEvidence:
+    """The silhouette evidence at 1/factor of its ROI resolution.
+
+    The renderer samples pixel i at coordinate i, so pooled pixel j (full pixels f j ... f j + f - 1,
+    f = factor) is sampled at f j + (f - 1) / 2: u' = (u - (f - 1) / 2) / f on both image axes,
+    i.e. the first two rows of K_roi divided by f and the principal point moved. A pooled pixel
+    is hand-occluded (-1) if any of its block is, else the fraction of its block that is object
+    (the squared silhouette error takes a fractional target).
+    """
+    if factor == 1:
+        return evidence
+    frames, size, _ = evidence.target.shape
+    K_roi = evidence.K_roi.clone()
+    K_roi[:, :2] = K_roi[:, :2] / factor
+    K_roi[:, :2, 2] -= (factor - 1) / (2 * factor)
+    blocks = evidence.target.reshape(frames, size // factor, factor, size // factor, factor)
+    hand = (blocks < 0).any(4).any(2)
+    inside = (blocks > 0).to(K_roi.dtype).mean(dim=(2, 4))
+    target = torch.where(hand, torch.full_like(inside, -1.0), inside)
+    return replace(evidence, K_roi=K_roi, target=target)
+
+
 def refine_candidates(objects: list[ObjectParameters], object_evidence_list: list[ObjectEvidence], K, image_size,
                       config: FitConfig) -> tuple[torch.Tensor, list[int]]:
     """Refine K candidates side by side on the object terms alone, then keep the ambiguous ones.
 
     objects hold K candidates (K * T rows) and are refined in place (silhouette + object
-    smoothness, `candidate_steps` Adam steps, rotations at `candidate_rotation_lr`). Returns
+    smoothness, `candidate_steps` Adam steps, rotations at `candidate_rotation_lr`, silhouettes
+    at `candidate_roi_size`). Returns
     the per-candidate silhouette term (K,) after refinement and the indices of the candidates
     within `candidate_margin` (relative) of the lowest, lowest first: the poses the silhouette
     cannot tell apart. Index 0 is kept only if it is among them.
     """
     terms = tuple(t for t in config.active(CANDIDATE_TERMS))
+    pooled = replace(config, object_rotation_lr=config.candidate_rotation_lr, roi_size=config.candidate_roi_size)
+    evidence = [pooled_evidence(e, config.roi_size // config.candidate_roi_size) for e in object_evidence_list]
     if config.candidate_steps > 0 and "obj" in terms:
-        run_stage([], [], objects, object_evidence_list, K, image_size, terms, config.candidate_steps,
-                  replace(config, object_rotation_lr=config.candidate_rotation_lr))
+        run_stage([], [], objects, evidence, K, image_size, terms, config.candidate_steps, pooled)
     with torch.no_grad():
-        silhouette = compute_terms([], [], objects, object_evidence_list, K, image_size, ("obj",), config)["obj"]
+        silhouette = compute_terms([], [], objects, evidence, K, image_size, ("obj",), pooled)["obj"]
     finite = torch.nan_to_num(silhouette, nan=float("inf"))
     best = finite.min()
     order = finite.argsort().tolist()
