@@ -10,6 +10,8 @@ few steps, small ROI; the full measurement is bench/RESULTS.md "Fit mechanisms (
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -229,3 +231,34 @@ def test_candidates_the_silhouette_rules_out_do_not_reach_the_joint_stage(moving
     assert len(report["candidates_fitted"]) == 1 and report["candidates_fitted"][0] in (1, 2)
     assert report["candidates"]["chosen"] == report["candidates_fitted"][0] and report["candidates"]["total"] == []
     assert objects[0].candidates == 1 and objects[0].rotation.shape == (len(clip), 3, 3)
+
+
+def test_pooled_silhouette_evidence_lines_up_with_rendering_at_the_lower_resolution(bottle):
+    # independent route: the model rendered at the full ROI and pooled by hand, against the
+    # same pose rendered directly at half the ROI with the pooled camera
+    from hodata.fitting.joint import pooled_evidence
+    from hodata.geometry.raster import render_silhouette
+
+    clip, model = bottle["clip"], bottle["model"]
+    gt = clip.gt_object
+    config = FitConfig(roi_size=64)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    verts = apply_similarity(model.vertices, gt.rotation, gt.translation)
+    full = render_silhouette(verts, model.faces, evidence.K_roi, (64, 64), mode="hard")
+    pooled = pooled_evidence(replace(evidence, target=full), 2)
+    assert pooled.target.shape == (len(clip), 32, 32)
+    assert torch.allclose(pooled.target, full.reshape(len(clip), 32, 2, 32, 2).mean(dim=(2, 4)))
+
+    def mismatch(shift):  # the pooled camera, its principal point moved by `shift` pooled pixels
+        K_roi = pooled.K_roi.clone()
+        K_roi[:, :2, 2] += shift
+        return (render_silhouette(verts, model.faces, K_roi, (32, 32)) - pooled.target).abs().mean()
+
+    # the pooled camera lines up better than one a quarter pixel off either way
+    assert mismatch(0.0) < mismatch(0.25) and mismatch(0.0) < mismatch(-0.25)
+    assert mismatch(0.0) < 0.1
+    # hand-occluded pixels stay ignored: one -1 pixel makes its whole block -1
+    target = evidence.target.clone()
+    target[:, 0, 0] = -1
+    assert (pooled_evidence(replace(evidence, target=target), 2).target[:, 0, 0] == -1).all()
