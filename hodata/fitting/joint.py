@@ -6,11 +6,15 @@ local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D r
 Any number of hands and objects: interaction terms run over every hand-object pair and
 collision over every ordered pair of meshes.
 
-Object-pose candidates (issue 9; opt-in, FitConfig.object_candidates): a silhouette cannot
-tell the two ends of a near-symmetric object apart, so the object init can hand over several
-distinct candidates (K x T poses). Stage 1 fits all of them side by side, each with its own
-copy of the hands; the candidate with the lowest value of the full objective (stage-2 terms:
-silhouette, the hand's 2D fit, coarse interaction, collision and contact) goes on to stage 2.
+Object-pose candidates (issue 9; FitConfig.object_candidates, default 4): a silhouette cannot
+tell the two ends of a near-symmetric object apart from a pose that was refined against it,
+so the object init hands over its best motion and its half turns about the model's principal
+axes (K x T poses). All K are first refined on the object's own terms at the init's
+resolution (`refine_candidates`); those the silhouette then rules out, and those placing the
+same surface as a better one, are dropped. Stage 1 fits the rest side by side, each with its
+own copy of the hands; the candidate with the lowest value of the full objective (stage-2
+terms: silhouette, the hand's 2D fit, coarse interaction, collision and contact) goes on to
+stage 2.
 """
 
 from __future__ import annotations
@@ -105,8 +109,9 @@ class FitConfig:
     # the best's by more than `candidate_margin` (relative) are dropped: only poses the
     # silhouette cannot tell apart go on to the joint stage and the full objective.
     candidate_steps: int = 100
-    # render size of that refinement (a divisor of roi_size; the targets are pooled to it): the
-    # object init's 64 px. At roi_size 128 it cost 2.5-3x a stage 1 (4 candidates).
+    # render size of that refinement: the object init's 64 px, reached by pooling the fit's ROI
+    # targets by roi_size // candidate_roi_size when that divides roi_size (else the fit's ROI).
+    # At roi_size 128 unpooled it cost 2.5-3x a stage 1 (4 candidates).
     candidate_roi_size: int = 64
     candidate_rotation_lr: float = 0.03
     candidate_margin: float = 0.25
@@ -125,8 +130,8 @@ class FitConfig:
             raise HodataError(f"coarse_mode must be 'surface', 'contact' or 'centroid', got {self.coarse_mode!r}")
         if self.object_candidates < 1:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
-        if self.candidate_roi_size < 1 or self.roi_size % self.candidate_roi_size:
-            raise HodataError(f"candidate_roi_size must divide roi_size ({self.roi_size}), got {self.candidate_roi_size}")
+        if self.candidate_roi_size < 1:
+            raise HodataError(f"candidate_roi_size must be >= 1, got {self.candidate_roi_size}")
         if self.candidate_steps < 0 or self.candidate_margin < 0:
             raise HodataError(f"candidate_steps and candidate_margin must be >= 0, got {self.candidate_steps}, "
                               f"{self.candidate_margin}")
@@ -498,8 +503,10 @@ def refine_candidates(objects: list[ObjectParameters], object_evidence_list: lis
     cannot tell apart. Index 0 is kept only if it is among them.
     """
     terms = tuple(t for t in config.active(CANDIDATE_TERMS))
-    pooled = replace(config, object_rotation_lr=config.candidate_rotation_lr, roi_size=config.candidate_roi_size)
-    evidence = [pooled_evidence(e, config.roi_size // config.candidate_roi_size) for e in object_evidence_list]
+    factor = max(1, config.roi_size // config.candidate_roi_size)
+    factor = factor if config.roi_size % factor == 0 else 1
+    pooled = replace(config, object_rotation_lr=config.candidate_rotation_lr, roi_size=config.roi_size // factor)
+    evidence = [pooled_evidence(e, factor) for e in object_evidence_list]
     if config.candidate_steps > 0 and "obj" in terms:
         run_stage([], [], objects, evidence, K, image_size, terms, config.candidate_steps, pooled)
     with torch.no_grad():
