@@ -126,8 +126,9 @@ class FitConfig:
             raise HodataError(f"smooth_mode must be 'acceleration' or 'velocity', got {self.smooth_mode!r}")
         if self.v2d_target not in ("vertices", "keypoints"):
             raise HodataError(f"v2d_target must be 'vertices' or 'keypoints', got {self.v2d_target!r}")
-        if self.coarse_mode not in ("surface", "contact", "centroid"):
-            raise HodataError(f"coarse_mode must be 'surface', 'contact' or 'centroid', got {self.coarse_mode!r}")
+        if self.coarse_mode not in ("surface", "surface_far", "contact", "centroid"):
+            raise HodataError(f"coarse_mode must be 'surface', 'surface_far', 'contact' or 'centroid', "
+                              f"got {self.coarse_mode!r}")
         if self.object_candidates < 1:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
         if self.candidate_roi_size < 1:
@@ -303,12 +304,18 @@ def compute_terms(
                     object_box = boxes_from_points(project(verts.detach(), K))
                     active = per(L.centroid_pairs_active(hand_box, object_box, m.vertices.detach().mean(1)[:, 2],
                                                           verts.detach().mean(1)[:, 2]))
-                    if config.coarse_mode in ("surface", "contact"):
+                    if config.coarse_mode in ("surface", "surface_far", "contact"):
                         # the object is detached, as in the paper's term: only the hand moves
-                        moved = rigidly_moved(m.vertices, h, scale=config.coarse_mode == "surface")
-                        points = moved.mean(-2, keepdim=True) if config.coarse_mode == "surface" else moved
+                        moved = rigidly_moved(m.vertices, h, scale=config.coarse_mode != "contact")
+                        points = moved if config.coarse_mode == "contact" else moved.mean(-2, keepdim=True)
                         gap = object_sdf(ev.sdf, points, o.rotation.detach(), o.translation.detach(),
                                          o.frame_scale.detach())
+                        if config.coarse_mode == "surface_far":
+                            # far field only: a hand with a vertex within the local contact range
+                            # (1 cm) is left to the local terms
+                            nearest = object_sdf(ev.sdf, m.vertices.detach(), o.rotation.detach(),
+                                                 o.translation.detach(), o.frame_scale.detach()).amin(-1)
+                            active = active & per(nearest > 0.01)
                         centroid = centroid + L.surface_interaction_loss(per(gap), active)
                     else:
                         centroid = centroid + L.coarse_interaction_loss(per(m.vertices), per(verts), active)
