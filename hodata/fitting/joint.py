@@ -6,7 +6,7 @@ local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D r
 Any number of hands and objects: interaction terms run over every hand-object pair and
 collision over every ordered pair of meshes.
 
-Object-pose candidates (issue 9; FitConfig.object_candidates, default 4): a silhouette cannot
+Object-pose candidates (issue 9; FitConfig.object_candidates, opt-in): a silhouette cannot
 tell the two ends of a near-symmetric object apart from a pose that was refined against it,
 so the object init hands over its best motion and its half turns about the model's principal
 axes (K x T poses). All K are first refined on the object's own terms at the init's
@@ -93,10 +93,12 @@ class FitConfig:
     # the model's principal axes (object_init.distinct_candidates). All are first refined on the
     # object's own terms; only those the silhouette cannot rule out, and that place distinct
     # surfaces, go through stage 1 with the hands before the full objective picks one for stage 2
-    # (refine_candidates). 1: the init's pose only (the paper). Measured in bench/RESULTS.md
-    # "Near-symmetric objects": without the object-only refinement the full objective picked
-    # flips of correct inits; with it the flipped ends of a bottle are ruled out by the silhouette.
-    object_candidates: int = 4
+    # (refine_candidates). 4 turns a bottle whose silhouette init swapped its ends the right way
+    # round (tests/test_fitting_robust.py) and the demo mug's handle (object vertex 7.4 -> 2.5 cm),
+    # but on the benchmark's RB01 mug the full objective picked a half turn of a correct init
+    # (hand 0.42 -> 3.44 cm); hence 1, the paper's single pose, stays the default
+    # (bench/RESULTS.md "Near-symmetric objects: candidates refined before the choice").
+    object_candidates: int = 1
     # The 2D target of the v2d term (paper Eq. 4): "vertices", the hand init's projected
     # vertices (the paper, with FrankMocap's mesh), or "keypoints", the 21 keypoints a keypoint
     # init was fitted to (projected joints against them; inits without keypoints use vertices).
