@@ -197,6 +197,7 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
     from hodata.evidence.gt import gt_clip_evidence
     from hodata.evidence.hand_init import SimulatedHandEstimator
     from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
+    from hodata.fitting.object_init import near_symmetries, rotation_error_up_to_symmetry
     from hodata.metrics import hand as hand_metrics
     from hodata.metrics.object import add_s, posed_object_vertices
 
@@ -220,7 +221,8 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
     gt_obj, gt_hand = clip.gt_object, clip.gt_hands[0]
     canonical = model.vertices.to(torch.float32)
     gt_verts = posed_object_vertices(gt_obj, canonical)
-    out = {"status": "fitted", "methods": {}}
+    symmetries = near_symmetries(canonical)
+    out = {"status": "fitted", "methods": {}, "near_symmetries": int(symmetries.shape[0]) - 1}
     for method, fit in fits.items():
         metrics = evaluate_fit_against_clip(fit, clip, models)
         pred = fit.objects[0]
@@ -232,9 +234,15 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
         metrics.update({
             "object_rotation_deg": float(rot_err.mean()),
             "object_rotation_ok": bool(float(rot_err.mean()) <= ROTATION_OK_DEG),
+            # up to the model's near-exact half turns (poses placing the same surface within 2 %
+            # of its diameter; hodata.fitting.object_init.near_symmetries)
+            "object_rotation_sym_deg": float(rotation_error_up_to_symmetry(pred.rotation.to(torch.float32),
+                                                                           gt_obj.rotation.to(torch.float32),
+                                                                           symmetries)),
             "object_adds_max_cm": float(adds_frames.max()),
             "object_motion_cm": float(moved_pred.mean()),
             "object_motion_gt_cm": float(moved_gt.mean()),
+            "object_candidate": fit.losses.get("object_candidate"),
             "mask_iou": fit.losses.get("mask_iou"),
             "v2d_px": fit.losses.get("v2d_px"),
             "seconds": float(sum(fit.loss_history.get("timings_s", []))),
@@ -293,6 +301,8 @@ def row_values(clips: dict, names: list[str], method: str) -> dict:
         values[key] = _mean([c["result"]["methods"].get(method, {}).get(key) for c in fitted])
     values["rot_ok"] = _mean([100.0 * c["result"]["methods"][method]["object_rotation_ok"] for c in fitted
                               if method in c["result"]["methods"] and "object_rotation_ok" in c["result"]["methods"][method]])
+    values["rot_sym_ok"] = _mean([100.0 * (c["result"]["methods"][method]["object_rotation_sym_deg"] <= ROTATION_OK_DEG)
+                                  for c in fitted if "object_rotation_sym_deg" in c["result"]["methods"].get(method, {})])
     values["failed"] = len(names) - len(fitted)
     return values
 
@@ -313,7 +323,8 @@ def factor_table(results: dict) -> str:
     """Markdown table of a results JSON (module docstring)."""
     clips = results["clips"]
     methods = [m for m in results["conditions"]["methods"] if m in METHODS]
-    header = ["factor level", "clips"] + [h for _, h, _ in COLUMNS] + ["joint wins hand %", "rot<=20 %", "init PA cm"]
+    header = ["factor level", "clips"] + [h for _, h, _ in COLUMNS] + ["joint wins hand %", "rot<=20 %",
+                                                                       "rot<=20 up to sym. %", "init PA cm"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, names in group_rows(clips):
         per_method = {m: row_values(clips, names, m) for m in methods}
@@ -323,6 +334,7 @@ def factor_table(results: dict) -> str:
             cells.append(" / ".join(_fmt(per_method[m][key], fmt) for m in methods))
         cells.append(_fmt(joint_wins(clips, names), "{:.0f}"))
         cells.append(" / ".join(_fmt(per_method[m]["rot_ok"], "{:.0f}") for m in methods))
+        cells.append(" / ".join(_fmt(per_method[m]["rot_sym_ok"], "{:.0f}") for m in methods))
         init_pa = _mean([clips[n]["result"]["methods"]["init"]["hand_vertex_pa_cm"] for n in names
                          if clips[n]["result"]["status"] == "fitted"])
         cells.append(_fmt(init_pa, "{:.2f}"))
@@ -357,7 +369,7 @@ def compare_table(a: dict, b: dict) -> str:
             ("hand_vertex_pa_cm", "PA vtx cm", "{:.2f}"), ("penetration_mm", "pen. mm", "{:.1f}"),
             ("contact_pct", "contact %", "{:.0f}")]
     header = ["factor level", "clips"] + [f"{h} {m[:5]}" for _, h, _ in keys for m in methods] + [
-        "joint wins hand %", "rot<=20 % joint"]
+        "joint wins hand %", "rot<=20 % joint", "rot<=20 up to sym. % joint"]
     lines = [f"A = {a['conditions'].get('label', 'A')}, B = {b['conditions'].get('label', 'B')}; cells A -> B; "
              f"{len(common)} clips fitted in both", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -372,6 +384,9 @@ def compare_table(a: dict, b: dict) -> str:
         ra = row_values(clips_a, names, "joint")["rot_ok"] if "joint" in methods else None
         rb = row_values(clips_b, names, "joint")["rot_ok"] if "joint" in methods else None
         cells.append(f"{_fmt(ra, '{:.0f}')} -> {_fmt(rb, '{:.0f}')}")
+        sa = row_values(clips_a, names, "joint")["rot_sym_ok"] if "joint" in methods else None
+        sb = row_values(clips_b, names, "joint")["rot_sym_ok"] if "joint" in methods else None
+        cells.append(f"{_fmt(sa, '{:.0f}')} -> {_fmt(sb, '{:.0f}')}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -2,12 +2,15 @@
 few steps, small ROI; the full measurement is bench/RESULTS.md "Fit mechanisms (issue 9)"):
 
 - an object moving over 1 cm per fitted frame is followed, not frozen by the smoothness term;
-- a near-symmetric bottle whose silhouette-only initialisation is flipped keeps a candidate
-  near the truth for the joint fit (the issue's goal, the joint fit ending within 20 degrees,
-  is not met: see bench/RESULTS.md).
+- a near-symmetric bottle whose silhouette-only initialisation swaps its two ends ends within
+  20 degrees of the truth after the joint fit with 4 object-pose candidates, up to the bottle's near-exact half turn about
+  its long axis (2.6 mm, which no silhouette or contact term can see; bench/RESULTS.md
+  "Near-symmetric objects").
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -129,20 +132,31 @@ def bottle(tmp_path_factory):
     return _clip(tmp_path_factory, "bottle", "006_mustard_bottle", seed=0, frames=4, clip_length=4, stride=1)
 
 
-def test_a_flipped_silhouette_init_keeps_the_true_pose_among_the_joint_fit_candidates(bottle):
-    # What the candidates give the joint fit. The acceptance goal of issue 9 (the joint fit
-    # ends within 20 degrees here) is not met: the full objective does not pick this
-    # candidate reliably (bench/RESULTS.md "Fit mechanisms (issue 9)").
-    from hodata.fitting.object_init import initialise_object_pose
+def test_a_bottle_whose_silhouette_init_swaps_its_ends_ends_near_the_truth_after_the_joint_fit(bottle):
+    # Issue 9's acceptance, with one stated departure: "within 20 degrees of the truth" is
+    # measured up to the bottle's near-exact symmetry (the half turn about its long axis maps
+    # the model onto itself within 2.6 mm: the true pose and that turn give the same silhouette,
+    # contact and collision, and differ only in the label's texture, which hodata does not see).
+    # The init's flip here is the other kind, the two ends swapped (7 mm: the cap and the base
+    # differ), which the evidence can tell apart.
+    from hodata.fitting.object_init import initialise_object_pose, near_symmetries, rotation_error_up_to_symmetry
 
     clip, model = bottle["clip"], bottle["model"]
+    truth = clip.gt_object.rotation
+    symmetries = near_symmetries(model.vertices)
+    assert symmetries.shape[0] == 2  # the identity and the long-axis half turn, not the end swaps
     init = initialise_object_pose(model.vertices, model.faces, clip.K, clip.object_boxes, clip.object_masks,
                                   _init_config(), generator=torch.Generator().manual_seed(0))
-    truth = clip.gt_object.rotation
-    assert rotation_angle_between(init.rotation, truth).mean() > 150  # silhouette-only: flipped
-    rotations, _ = distinct_candidates(init, model.vertices, count=4)
-    errors = torch.stack([rotation_angle_between(r, truth).mean() for r in rotations])
-    assert errors[0] > 150 and errors[1:].min() < 30, errors  # a half turn of the init's choice is near the truth
+    assert rotation_error_up_to_symmetry(init.rotation, truth, symmetries) > 150  # silhouette-only: ends swapped
+    config = FitConfig(steps_stage1=60, steps_stage2=20, roi_size=64, object_candidates=4)
+    evidence = gt_clip_evidence(clip, lambda _: bottle["inits"])
+    fits = fit_clip(clip, evidence, model, bottle["layers"], config, _init_config(),
+                    methods=("independent", "joint"), device="cpu", seed=0)
+    # the independent baseline keeps the init's pose; the joint fit turns the bottle round
+    assert rotation_error_up_to_symmetry(fits["independent"].objects[0].rotation, truth, symmetries) > 150
+    error = rotation_error_up_to_symmetry(fits["joint"].objects[0].rotation, truth, symmetries)
+    assert error < 20, error
+    assert fits["joint"].losses["object_candidate"] != 0  # not the init's choice
 
 
 def test_distinct_candidates_skip_near_duplicates(bottle):
@@ -166,7 +180,9 @@ def test_distinct_candidates_skip_near_duplicates(bottle):
 
 def test_joint_fit_with_candidates_keeps_the_one_the_evidence_fits(moving):
     clip, model = moving["clip"], moving["model"]
-    config = FitConfig(steps_stage1=5, steps_stage2=2, roi_size=32, object_candidates=2)
+    # no pruning by the silhouette: both candidates reach the full objective
+    config = FitConfig(steps_stage1=5, steps_stage2=2, roi_size=32, object_candidates=2, candidate_steps=2,
+                       candidate_margin=1e9)
     evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
                                config)
     gt = clip.gt_object
@@ -186,3 +202,62 @@ def test_joint_fit_with_candidates_keeps_the_one_the_evidence_fits(moving):
     assert objects[0].rotation.shape == (len(clip), 3, 3) and objects[0].candidates == 1
     assert hands[0].pca_pose.shape[0] == len(clip) and "stage2/collision" in report["history"]
     assert rotation_angle_between(objects[0].rotation, gt.rotation).max() < 10
+
+
+def test_candidates_the_silhouette_rules_out_do_not_reach_the_joint_stage(moving):
+    clip, model = moving["clip"], moving["model"]
+    config = FitConfig(steps_stage1=2, steps_stage2=2, roi_size=32, object_candidates=3, candidate_steps=5)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    gt = clip.gt_object
+    centre = model.vertices.mean(0)
+    poses = []
+    for angle in (60.0, 0.0):  # a pose turned 60 degrees about the view axis, then the truth
+        a = torch.deg2rad(torch.tensor(angle))
+        turn = torch.tensor([[torch.cos(a), -torch.sin(a), 0.0], [torch.sin(a), torch.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        rotation = turn @ gt.rotation
+        poses.append((rotation, (gt.rotation @ centre + gt.translation) - rotation @ centre))
+    # the truth again, moved by 1 mm: the same surface as the truth
+    poses.append((gt.rotation, gt.translation + 0.001))
+    rotations = torch.stack([r for r, _ in poses])
+    translations = torch.stack([t for _, t in poses])
+    hand_evidence = [HandEvidence(moving["layers"]["right"], moving["inits"][0])]
+    hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(rotations, translations)], clip.K,
+                                                   clip.image_size, config)
+    silhouette = report["candidate_silhouette"]
+    assert silhouette[0] > (1 + config.candidate_margin) * min(silhouette[1:])
+    # the turned pose is ruled out by its silhouette, the copy merged with the truth: one left
+    assert len(report["candidates_fitted"]) == 1 and report["candidates_fitted"][0] in (1, 2)
+    assert report["candidates"]["chosen"] == report["candidates_fitted"][0] and report["candidates"]["total"] == []
+    assert objects[0].candidates == 1 and objects[0].rotation.shape == (len(clip), 3, 3)
+
+
+def test_pooled_silhouette_evidence_lines_up_with_rendering_at_the_lower_resolution(bottle):
+    # independent route: the model rendered at the full ROI and pooled by hand, against the
+    # same pose rendered directly at half the ROI with the pooled camera
+    from hodata.fitting.joint import pooled_evidence
+    from hodata.geometry.raster import render_silhouette
+
+    clip, model = bottle["clip"], bottle["model"]
+    gt = clip.gt_object
+    config = FitConfig(roi_size=64)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    verts = apply_similarity(model.vertices, gt.rotation, gt.translation)
+    full = render_silhouette(verts, model.faces, evidence.K_roi, (64, 64), mode="hard")
+    pooled = pooled_evidence(replace(evidence, target=full), 2)
+    assert pooled.target.shape == (len(clip), 32, 32)
+    assert torch.allclose(pooled.target, full.reshape(len(clip), 32, 2, 32, 2).mean(dim=(2, 4)))
+
+    def mismatch(shift):  # the pooled camera, its principal point moved by `shift` pooled pixels
+        K_roi = pooled.K_roi.clone()
+        K_roi[:, :2, 2] += shift
+        return (render_silhouette(verts, model.faces, K_roi, (32, 32)) - pooled.target).abs().mean()
+
+    # the pooled camera lines up better than one a quarter pixel off either way
+    assert mismatch(0.0) < mismatch(0.25) and mismatch(0.0) < mismatch(-0.25)
+    assert mismatch(0.0) < 0.1
+    # hand-occluded pixels stay ignored: one -1 pixel makes its whole block -1
+    target = evidence.target.clone()
+    target[:, 0, 0] = -1
+    assert (pooled_evidence(replace(evidence, target=target), 2).target[:, 0, 0] == -1).all()

@@ -6,11 +6,15 @@ local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D r
 Any number of hands and objects: interaction terms run over every hand-object pair and
 collision over every ordered pair of meshes.
 
-Object-pose candidates (issue 9; opt-in, FitConfig.object_candidates): a silhouette cannot
-tell the two ends of a near-symmetric object apart, so the object init can hand over several
-distinct candidates (K x T poses). Stage 1 fits all of them side by side, each with its own
-copy of the hands; the candidate with the lowest value of the full objective (stage-2 terms:
-silhouette, the hand's 2D fit, coarse interaction, collision and contact) goes on to stage 2.
+Object-pose candidates (issue 9; FitConfig.object_candidates, opt-in): a silhouette cannot
+tell the two ends of a near-symmetric object apart from a pose that was refined against it,
+so the object init hands over its best motion and its half turns about the model's principal
+axes (K x T poses). All K are first refined on the object's own terms at the init's
+resolution (`refine_candidates`); those the silhouette then rules out, and those placing the
+same surface as a better one, are dropped. Stage 1 fits the rest side by side, each with its
+own copy of the hands; the candidate with the lowest value of the full objective (stage-2
+terms: silhouette, the hand's 2D fit, coarse interaction, collision and contact) goes on to
+stage 2.
 """
 
 from __future__ import annotations
@@ -85,26 +89,55 @@ class FitConfig:
     # always centres the object on the palm, where the centroid term is right by construction
     # (bench/RESULTS.md "Fit mechanisms (issue 9)").
     coarse_mode: str = "surface"
-    # Object-pose candidates fitted through stage 1 (with the hands) before the full objective
-    # picks one for stage 2; 1 keeps only the init's best-silhouette pose (the paper, and
-    # hodata's default: measured, the full objective did not tell near-symmetric poses apart
-    # reliably and picked flips of correct inits, bench/RESULTS.md "Fit mechanisms").
+    # Object-pose candidates (issue 9): the init's best-silhouette motion and its half turns about
+    # the model's principal axes (object_init.distinct_candidates). All are first refined on the
+    # object's own terms; only those the silhouette cannot rule out, and that place distinct
+    # surfaces, go through stage 1 with the hands before the full objective picks one for stage 2
+    # (refine_candidates). 4 turns a bottle whose silhouette init swapped its ends the right way
+    # round (tests/test_fitting_robust.py) and the demo mug's handle (object vertex 7.4 -> 2.5 cm),
+    # but on the benchmark's RB01 mug the full objective picked a half turn of a correct init
+    # (hand 0.42 -> 3.44 cm); hence 1, the paper's single pose, stays the default
+    # (bench/RESULTS.md "Near-symmetric objects: candidates refined before the choice").
     object_candidates: int = 1
     # The 2D target of the v2d term (paper Eq. 4): "vertices", the hand init's projected
     # vertices (the paper, with FrankMocap's mesh), or "keypoints", the 21 keypoints a keypoint
     # init was fitted to (projected joints against them; inits without keypoints use vertices).
     v2d_target: str = "vertices"
     candidate_min_angle: float = 30.0    # degrees: candidates closer than this (mean over frames) are one
+    # Before stage 1 every candidate is refined on the object's own terms (silhouette + object
+    # smoothness) for `candidate_steps` steps at `candidate_rotation_lr`: a half turn of the
+    # init's refined pose starts 15-30 deg from its own silhouette optimum, so compared as it is it
+    # loses to the refined (possibly flipped) init. Candidates whose silhouette term then exceeds
+    # the best's by more than `candidate_margin` (relative) are dropped: only poses the
+    # silhouette cannot tell apart go on to the joint stage and the full objective.
+    candidate_steps: int = 100
+    # render size of that refinement: the object init's 64 px, reached by pooling the fit's ROI
+    # targets by roi_size // candidate_roi_size when that divides roi_size (else the fit's ROI).
+    # At roi_size 128 unpooled it cost 2.5-3x a stage 1 (4 candidates).
+    candidate_roi_size: int = 64
+    candidate_rotation_lr: float = 0.03
+    candidate_margin: float = 0.25
+    # Candidates that place the object's surface within this fraction of its diameter of each
+    # other (ADD-S between their placed models, mean over frames) are one pose for every term of
+    # the objective: only the better silhouette is kept (e.g. a bottle turned half way about its
+    # long axis, 1.2 % of the diameter for the mustard bottle; its two ends swapped: 3 %).
+    candidate_same_surface: float = 0.02
 
     def __post_init__(self):
         if self.smooth_mode not in ("acceleration", "velocity"):
             raise HodataError(f"smooth_mode must be 'acceleration' or 'velocity', got {self.smooth_mode!r}")
         if self.v2d_target not in ("vertices", "keypoints"):
             raise HodataError(f"v2d_target must be 'vertices' or 'keypoints', got {self.v2d_target!r}")
-        if self.coarse_mode not in ("surface", "centroid"):
-            raise HodataError(f"coarse_mode must be 'surface' or 'centroid', got {self.coarse_mode!r}")
+        if self.coarse_mode not in ("surface", "surface_far", "contact", "centroid"):
+            raise HodataError(f"coarse_mode must be 'surface', 'surface_far', 'contact' or 'centroid', "
+                              f"got {self.coarse_mode!r}")
         if self.object_candidates < 1:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
+        if self.candidate_roi_size < 1:
+            raise HodataError(f"candidate_roi_size must be >= 1, got {self.candidate_roi_size}")
+        if self.candidate_steps < 0 or self.candidate_margin < 0:
+            raise HodataError(f"candidate_steps and candidate_margin must be >= 0, got {self.candidate_steps}, "
+                              f"{self.candidate_margin}")
 
     @classmethod
     def paper(cls, **overrides) -> "FitConfig":
@@ -195,14 +228,15 @@ def _per_candidate(x: torch.Tensor, candidates: int) -> torch.Tensor:
     return x.reshape((candidates, x.shape[0] // candidates) + tuple(x.shape[1:]))
 
 
-def rigidly_moved(vertices: torch.Tensor, hand: HandParameters) -> torch.Tensor:
+def rigidly_moved(vertices: torch.Tensor, hand: HandParameters, scale: bool = True) -> torch.Tensor:
     """The hand's vertices (K * T, V, 3) with gradients to its rigid pose only.
 
     The articulated shape in the hand's frame is taken as it is (detached) and placed again
     by Eq. 1 with the current rotation, translation and scale, so a term evaluated on these
-    points moves R_hand, D_hand and s_hand and leaves the fingers alone.
+    points moves R_hand, D_hand and (unless `scale` is False) s_hand and leaves the fingers alone.
     """
-    rotation, translation, scale = hand.rotation, hand.translation, hand.frame_scale
+    rotation, translation, scale = hand.rotation, hand.translation, (hand.frame_scale if scale
+                                                                      else hand.frame_scale.detach())
     local = invert_similarity(vertices.detach(), rotation.detach(), translation.detach(), scale.detach())
     return apply_similarity(local, rotation, translation, scale)
 
@@ -272,11 +306,18 @@ def compute_terms(
                     object_box = boxes_from_points(project(verts.detach(), K))
                     active = per(L.centroid_pairs_active(hand_box, object_box, m.vertices.detach().mean(1)[:, 2],
                                                           verts.detach().mean(1)[:, 2]))
-                    if config.coarse_mode == "surface":
+                    if config.coarse_mode in ("surface", "surface_far", "contact"):
                         # the object is detached, as in the paper's term: only the hand moves
-                        centre = rigidly_moved(m.vertices, h).mean(-2, keepdim=True)
-                        gap = object_sdf(ev.sdf, centre, o.rotation.detach(), o.translation.detach(),
+                        moved = rigidly_moved(m.vertices, h, scale=config.coarse_mode != "contact")
+                        points = moved if config.coarse_mode == "contact" else moved.mean(-2, keepdim=True)
+                        gap = object_sdf(ev.sdf, points, o.rotation.detach(), o.translation.detach(),
                                          o.frame_scale.detach())
+                        if config.coarse_mode == "surface_far":
+                            # far field only: a hand with a vertex within the local contact range
+                            # (1 cm) is left to the local terms
+                            nearest = object_sdf(ev.sdf, m.vertices.detach(), o.rotation.detach(),
+                                                 o.translation.detach(), o.frame_scale.detach()).amin(-1)
+                            active = active & per(nearest > 0.01)
                         centroid = centroid + L.surface_interaction_loss(per(gap), active)
                     else:
                         centroid = centroid + L.coarse_interaction_loss(per(m.vertices), per(verts), active)
@@ -434,6 +475,86 @@ def choose_candidate(hands, hand_evidence, objects, object_evidence_list, K, ima
     return int(torch.nan_to_num(totals, nan=float("inf")).argmin()), totals, values
 
 
+CANDIDATE_TERMS = ("obj", "smooth")  # the object's own part of stage 1 (no hands)
+
+
+def pooled_evidence(evidence: ObjectEvidence, factor: int) -> ObjectEvidence:
+    """The silhouette evidence at 1/factor of its ROI resolution.
+
+    The renderer samples pixel i at coordinate i, so pooled pixel j (full pixels f j ... f j + f - 1,
+    f = factor) is sampled at f j + (f - 1) / 2: u' = (u - (f - 1) / 2) / f on both image axes,
+    i.e. the first two rows of K_roi divided by f and the principal point moved. A pooled pixel
+    is hand-occluded (-1) if any of its block is, else the fraction of its block that is object
+    (the squared silhouette error takes a fractional target).
+    """
+    if factor == 1:
+        return evidence
+    frames, size, _ = evidence.target.shape
+    K_roi = evidence.K_roi.clone()
+    K_roi[:, :2] = K_roi[:, :2] / factor
+    K_roi[:, :2, 2] -= (factor - 1) / (2 * factor)
+    blocks = evidence.target.reshape(frames, size // factor, factor, size // factor, factor)
+    hand = (blocks < 0).any(4).any(2)
+    inside = (blocks > 0).to(K_roi.dtype).mean(dim=(2, 4))
+    target = torch.where(hand, torch.full_like(inside, -1.0), inside)
+    return replace(evidence, K_roi=K_roi, target=target)
+
+
+def refine_candidates(objects: list[ObjectParameters], object_evidence_list: list[ObjectEvidence], K, image_size,
+                      config: FitConfig) -> tuple[torch.Tensor, list[int]]:
+    """Refine K candidates side by side on the object terms alone, then keep the ambiguous ones.
+
+    objects hold K candidates (K * T rows) and are refined in place (silhouette + object
+    smoothness, `candidate_steps` Adam steps, rotations at `candidate_rotation_lr`, silhouettes
+    at `candidate_roi_size`). Returns
+    the per-candidate silhouette term (K,) after refinement and the indices of the candidates
+    within `candidate_margin` (relative) of the lowest, lowest first: the poses the silhouette
+    cannot tell apart. Index 0 is kept only if it is among them.
+    """
+    terms = tuple(t for t in config.active(CANDIDATE_TERMS))
+    factor = max(1, config.roi_size // config.candidate_roi_size)
+    factor = factor if config.roi_size % factor == 0 else 1
+    pooled = replace(config, object_rotation_lr=config.candidate_rotation_lr, roi_size=config.roi_size // factor)
+    evidence = [pooled_evidence(e, factor) for e in object_evidence_list]
+    if config.candidate_steps > 0 and "obj" in terms:
+        run_stage([], [], objects, evidence, K, image_size, terms, config.candidate_steps, pooled)
+    with torch.no_grad():
+        silhouette = compute_terms([], [], objects, evidence, K, image_size, ("obj",), pooled)["obj"]
+    finite = torch.nan_to_num(silhouette, nan=float("inf"))
+    best = finite.min()
+    order = finite.argsort().tolist()
+    within = [k for k in order if bool(finite[k] <= best * (1 + config.candidate_margin))]
+    with torch.no_grad():
+        placed = [_per_candidate(o.vertices(e.vertices), o.candidates) for o, e in zip(objects, object_evidence_list)]
+        diameters = [_diameter(e.vertices) for e in object_evidence_list]
+    kept: list[int] = []
+    for k in within:
+        if not any(all(bool(surface_distance(p[k], p[j]) < config.candidate_same_surface * d)
+                       for p, d in zip(placed, diameters)) for j in kept):
+            kept.append(k)
+    return silhouette, kept
+
+
+def surface_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """ADD-S between two placements of one model, a, b: (T, V, 3) -> mean over frames of the
+    mean distance from each vertex of a to the closest vertex of b (metres)."""
+    return torch.cdist(a, b).amin(-1).mean()
+
+
+def _select_rows(params, indices: list[int]):
+    """Single- or multi-candidate parameters holding only the candidates `indices`."""
+    if len(indices) == 1:
+        return params.candidate(indices[0])
+    parts = [params.candidate(k) for k in indices]
+    with torch.no_grad():
+        rotation = torch.cat([p.rotation for p in parts])
+        translation = torch.cat([p.translation for p in parts])
+        out = ObjectParameters(rotation, translation, optimise_scale=params.log_scale.requires_grad,
+                               candidates=len(indices))
+        out.log_scale.copy_(torch.cat([p.log_scale for p in parts]))
+    return out
+
+
 def fit_hands_and_objects(
     hand_evidence: list[HandEvidence],
     object_evidence_list: list[ObjectEvidence],
@@ -458,11 +579,23 @@ def fit_hands_and_objects(
     object_init = [(r if r.dim() == 3 else (r.flatten(0, 1) if joint else r[0]),
                     t if t.dim() == 2 else (t.flatten(0, 1) if joint else t[0])) for r, t in object_init]
     report = {"history": {}, "final": {}, "flags": {}, "seconds": {}}
+    objects = [ObjectParameters(r, t, optimise_scale=config.optimise_object_scale, candidates=candidates)
+               for r, t in object_init]
+    fitted = list(range(candidates))  # original indices of the candidates fitted side by side
+    if candidates > 1:
+        started = time.perf_counter()
+        silhouette, fitted = refine_candidates(objects, [tile_object_evidence(e, candidates)
+                                                         for e in object_evidence_list], K, image_size, config)
+        objects = [_select_rows(o, fitted) for o in objects]
+        report["seconds"]["candidates"] = time.perf_counter() - started
+        report["candidate_silhouette"] = silhouette.tolist()
+        report["candidates_fitted"] = list(fitted)
+        candidates = len(fitted)
+        if candidates == 1:  # the silhouette alone ruled the others out: no choice left for stage 2
+            report["candidates"] = {"chosen": fitted[0], "total": []}
     stage_evidence = ([tile_hand_evidence(e, candidates) for e in hand_evidence],
                       [tile_object_evidence(e, candidates) for e in object_evidence_list])
     hands = [make_hand_parameters(e, config, candidates) for e in stage_evidence[0]]
-    objects = [ObjectParameters(r, t, optimise_scale=config.optimise_object_scale, candidates=candidates)
-               for r, t in object_init]
     stages = ([("independent", config.active(INDEPENDENT_HAND_TERMS), config.steps_stage1, False)] if not joint else
               [("stage1", config.active(STAGE1_TERMS), config.steps_stage1, True),
                ("stage2", config.active(STAGE2_TERMS), config.steps_stage2, True)])
@@ -475,7 +608,7 @@ def fit_hands_and_objects(
             hands = [h.candidate(chosen) for h in hands]
             objects = [o.candidate(chosen) for o in objects]
             stage_evidence = (hand_evidence, object_evidence_list)
-            report["candidates"] = {"chosen": chosen, "total": totals.tolist(),
+            report["candidates"] = {"chosen": fitted[chosen], "total": totals.tolist(),
                                     **{t: (config.weights[t] * v).tolist() for t, v in values.items()}}
             report["seconds"]["choose"] = time.perf_counter() - started
         started = time.perf_counter()
