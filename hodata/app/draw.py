@@ -471,6 +471,22 @@ def render_fit_panels(
 # ----------------------------------------------------------------------------- frames
 
 
+def clip_from_samples(results_dir: Path, clip_id: str, samples: list[dict]):
+    """(FitResult, the samples in frame order, frames (T, H, W, 3) uint8 or None) of one clip
+    from its decoded shard samples; frames are None when a sample has no jpg or one is stored
+    at another size than the fit's camera (unusable for drawing)."""
+    from hodata.shards.reader import _fit_result
+
+    fit = _fit_result(results_dir, clip_id, samples)
+    ordered = sorted(samples, key=lambda s: s["meta"]["frame_index"])
+    frames = None
+    if ordered and all("jpg" in s for s in ordered):
+        frames = np.stack([np.asarray(s["jpg"]) for s in ordered])
+        if frames.shape[1:3] != tuple(fit.image_size):
+            frames = None
+    return fit, ordered, frames
+
+
 def read_results_clips(
     results_dir: str | os.PathLike, clip_ids: Optional[Sequence[str]] = None, verify: bool = True
 ) -> dict[str, tuple[FitResult, Optional[np.ndarray]]]:
@@ -481,7 +497,6 @@ def read_results_clips(
     None. HodataError for a missing folder, a folder without manifest.json, an unknown clip.
     """
     from hodata.shards import MANIFEST_NAME, load, read_manifest
-    from hodata.shards.reader import _fit_result
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -506,13 +521,7 @@ def read_results_clips(
             samples[clip_id].append(sample)
     out = {}
     for clip_id in wanted:
-        fit = _fit_result(results_dir, clip_id, samples[clip_id])
-        ordered = sorted(samples[clip_id], key=lambda s: s["meta"]["frame_index"])
-        frames = None
-        if ordered and all("jpg" in s for s in ordered):
-            frames = np.stack([np.asarray(s["jpg"]) for s in ordered])
-            if frames.shape[1:3] != tuple(fit.image_size):
-                frames = None  # a frame stored at another size than the fit's camera: unusable
+        fit, _, frames = clip_from_samples(results_dir, clip_id, samples[clip_id])
         out[clip_id] = (fit, frames)
     return out
 

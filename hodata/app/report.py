@@ -208,7 +208,7 @@ def iter_method_clips(method_dir: Path, verify: bool = True):
     """(fit, frame metas in order, frames (T, H, W, 3) uint8 or None) of every clip of one
     method folder, one shard at a time (so memory holds one shard's frames)."""
     from hodata.shards import load, read_manifest
-    from hodata.shards.reader import _fit_result
+    from hodata.app.draw import clip_from_samples
 
     manifest = read_manifest(method_dir) or {}
     clips = manifest.get("clips") or {}
@@ -222,13 +222,7 @@ def iter_method_clips(method_dir: Path, verify: bool = True):
             if clip_id in samples:
                 samples[clip_id].append(sample)
         for clip_id in clip_ids:
-            fit = _fit_result(method_dir, clip_id, samples[clip_id])
-            ordered = sorted(samples[clip_id], key=lambda s: s["meta"]["frame_index"])
-            frames = None
-            if ordered and all("jpg" in s for s in ordered):
-                frames = np.stack([np.asarray(s["jpg"]) for s in ordered])
-                if frames.shape[1:3] != tuple(fit.image_size):
-                    frames = None
+            fit, ordered, frames = clip_from_samples(method_dir, clip_id, samples[clip_id])
             yield fit, [s["meta"] for s in ordered], frames
 
 
