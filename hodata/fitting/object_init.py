@@ -131,7 +131,7 @@ def _refine(vertices_c, faces, rotation, translation, K_roi, target, steps, conf
     """Adam on the silhouette loss for a batch of independent poses (B, ...) -> refined."""
     rot6d = matrix_to_rotation_6d(rotation).detach().clone().requires_grad_(True)
     trans = translation.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([rot6d, trans], lr=config.lr)
+    optimiser = torch.optim.Adam([rot6d, trans], lr=config.lr, capturable=rot6d.is_cuda)  # no host read per step
     for _ in range(steps):
         optimiser.zero_grad(set_to_none=True)
         rendered = _render(vertices_c, faces, rotation_6d_to_matrix(rot6d), trans, K_roi, config.roi_size,

@@ -254,31 +254,58 @@ def _search(
     return position * _LEAF_SIZE + arg % _LEAF_SIZE, dsq, certified
 
 
+def _search_within(q: torch.Tensor, frame: torch.Tensor, tree: _FaceTree, radius: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest face among those within sqrt(radius) of each query, without gradients.
+
+    q (N, 3), frame (N,), radius (N,) squared -> padded position (N,) and squared distance
+    (N,) (inf where no face is that close). Every (query, group) and then (query, leaf) pair
+    whose lower bound is within the radius is measured: work follows the pairs, not the
+    neediest query of a chunk. Ties go to the lowest position, so the answer is exact.
+    """
+    num = q.shape[0]
+    num_groups = tree.group_bounds.shape[2]
+    # the bounds' rounding slack (as `_search`'s certification) keeps the true nearest in
+    scale = tree.group_bounds[6].amax() + tree.group_bounds[8].abs().amax()
+    reach = radius * (1 + 1e-6) + (256 * torch.finfo(q.dtype).eps * scale) ** 2
+    lower = _cylinder_lower_bound(q.t()[:, :, None], tree.group_bounds[:, frame])          # (N, G)
+    query, group = torch.nonzero(lower <= reach[:, None], as_tuple=True)
+    leaves = group[:, None] * _GROUP_SIZE + torch.arange(_GROUP_SIZE, device=q.device)     # (P, 8)
+    flat = frame[query, None] * (num_groups * _GROUP_SIZE) + leaves
+    lower = _cylinder_lower_bound(q[query].t()[:, :, None], tree.leaf_bounds[:, flat])     # (P, 8)
+    pair, slot = torch.nonzero(lower <= reach[query, None], as_tuple=True)
+    query = query[pair]
+    rows = tree.leaf_table[:, flat[pair, slot]]                                            # (16, P2, 8)
+    dsq, arg = _candidate_sq_distance(q[query].t()[:, :, None], rows).min(1)
+    position = leaves[pair, slot] * _LEAF_SIZE + arg
+    best = torch.full((num,), math.inf, dtype=dsq.dtype, device=q.device).scatter_reduce_(0, query, dsq, "amin")
+    winner = torch.where(dsq == best[query], position, torch.full_like(position, torch.iinfo(torch.long).max))
+    pos = torch.full((num,), torch.iinfo(torch.long).max, dtype=torch.long, device=q.device)
+    pos = pos.scatter_reduce_(0, query, winner, "amin")
+    return torch.where(torch.isfinite(best), pos, torch.zeros_like(pos)), best
+
+
 def _nearest_faces(q: torch.Tensor, frame: torch.Tensor, tree: _FaceTree,
                    truncate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact nearest face (index into faces) of q (N, 3) in frames (N,), without gradients,
     and a flag (N,) bool: True where the point is within `truncate` of the mesh (all True
     without truncate).
 
-    A narrow search certifies most points; the others are searched again with the distance
-    found as the pruning radius, in chunks so one hard point does not widen all the others.
-    With `truncate`, that radius is at most `truncate`: points with no face that close keep
-    the narrow pass's face (not the nearest) and are flagged False.
+    A narrow search certifies most points near a uniformly meshed surface; the others are
+    searched again among every face within the distance found (`_search_within`, in chunks
+    of queries to bound memory). With `truncate`, that radius is at most `truncate`: points
+    with no face that close keep the narrow pass's face (not the nearest) and are flagged False.
     """
     pos, dsq, ok = _search(q, frame, tree, *_FIRST_PASS)
     near = torch.ones_like(ok)
     todo = torch.nonzero(~ok)[:, 0]
     if todo.numel():
         radius = dsq if truncate is None else torch.minimum(dsq, torch.full_like(dsq, truncate * truncate))
-        # Hard points first sorted by their radius, so chunks hold points of similar need.
-        todo = todo[radius[todo].argsort()]
-        for chunk in todo.split(_CHUNK):
-            found, found_dsq, _ = _search(q[chunk], frame[chunk], tree, upper=radius[chunk])
-            if truncate is None:
-                pos[chunk] = found
-            else:
-                better = found_dsq < dsq[chunk]
-                pos[chunk] = torch.where(better, found, pos[chunk])
+        for chunk in todo.split(4 * _CHUNK):
+            found, found_dsq = _search_within(q[chunk], frame[chunk], tree, radius[chunk])
+            better = found_dsq < dsq[chunk]
+            pos[chunk] = torch.where(better, found, pos[chunk])
+            if truncate is not None:
                 near[chunk] = torch.minimum(found_dsq, dsq[chunk]) <= truncate * truncate
     return tree.order[pos], near
 
@@ -310,14 +337,15 @@ def _edge_ids(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, int
     return edge_id, count
 
 
-def _pseudo_normals(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pseudo_normals(verts: torch.Tensor, faces: torch.Tensor, tri: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Angle-weighted vertex normals (B, V, 3) and edge normals per face edge (B, F, 3, 3).
 
     Edge k of a face runs from corner k to corner k+1; its normal is the sum of the unit
     normals of all faces sharing that edge (Baerentzen & Aanaes 2005). Not normalised: only
-    their direction is used.
+    their direction is used. tri: verts[:, faces] when the caller has it.
     """
-    tri = verts[:, faces]                                            # (B, F, 3, 3)
+    tri = verts[:, faces] if tri is None else tri                    # (B, F, 3, 3)
     edge = tri.roll(-1, dims=2) - tri                                # corner k -> k+1
     face_n = _unit(torch.cross(edge[:, :, 0], -edge[:, :, 2], dim=-1))
     to_next = _unit(edge)
@@ -500,7 +528,12 @@ def mesh_signed_distance(
 
 def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """Faces sharing a vertex with each face, itself included: (F, K) long, padded by repeating
-    the face itself (K = the largest such set)."""
+    the face itself (K = the largest such set). Computed once per faces tensor (topology only;
+    every fitting stage asks again)."""
+    key = ("neighbourhoods", id(faces), num_vertices)
+    hit = _TOPOLOGY_CACHE.get(key)
+    if hit is not None and hit[0]() is faces and hit[1] == faces._version:
+        return hit[2]
     num_faces = faces.shape[0]
     face_ids = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
     incidence = torch.zeros(num_vertices, num_faces, dtype=torch.bool, device=faces.device)
@@ -509,7 +542,11 @@ def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     width = int(adjacent.sum(1).max())
     order = adjacent.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
     valid = adjacent.gather(1, order)
-    return torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
+    out = torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
+    if len(_TOPOLOGY_CACHE) > 64:
+        _TOPOLOGY_CACHE.clear()
+    _TOPOLOGY_CACHE[key] = (weakref.ref(faces), faces._version, out)
+    return out
 
 
 def tracked_signed_distance(
@@ -542,13 +579,14 @@ def tracked_signed_distance(
     frame = torch.div(active, num_points, rounding_mode="floor")
     flat = points.reshape(-1, 3)
     with torch.no_grad():
-        vert_n, edge_n = _pseudo_normals(verts.detach(), faces)
+        tri = verts.detach()[:, faces]                                       # (B, F, 3, 3)
+        vert_n, edge_n = _pseudo_normals(verts.detach(), faces, tri)
+        # per-face constants once, component-major, then one gather for all candidates
+        table = _triangle_table(tri).permute(2, 0, 1).reshape(16, -1)       # (16, B * F)
         candidates = neighbourhoods[guess.flatten()[active]]                 # (N, K)
-        k = candidates.shape[1]
-        q = flat.detach()[active][:, None].expand(-1, k, -1).reshape(-1, 3)
-        f = frame[:, None].expand(-1, k).reshape(-1)
-        d = _triangle_sq_distance(q, verts.detach()[f[:, None], faces[candidates.reshape(-1)]])
-        best = candidates.gather(1, d.view(-1, k).argmin(1, keepdim=True))[:, 0]
+        rows = table[:, frame[:, None] * faces.shape[0] + candidates]        # (16, N, K)
+        d = _candidate_sq_distance(flat.detach()[active].t()[:, :, None], rows)
+        best = candidates.gather(1, d.argmin(1, keepdim=True))[:, 0]
     corners = faces[best]
     value = _signed_distance_to_faces(flat[active], verts[frame[:, None], corners], edge_n[frame, best],
                                       vert_n[frame[:, None], corners])
