@@ -529,11 +529,13 @@ def mesh_signed_distance(
 def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """Faces sharing a vertex with each face, itself included: (F, K) long, padded by repeating
     the face itself (K = the largest such set). Computed once per faces tensor (topology only;
-    every fitting stage asks again)."""
-    key = ("neighbourhoods", id(faces), num_vertices)
+    every fitting stage and every clip, with its own copy of the hand's faces, asks again):
+    keyed by the faces' content."""
+    key = ("neighbourhoods", num_vertices, str(faces.device), tuple(faces.shape),
+           zlib.crc32(faces.detach().cpu().numpy().tobytes()))
     hit = _TOPOLOGY_CACHE.get(key)
-    if hit is not None and hit[0]() is faces and hit[1] == faces._version:
-        return hit[2]
+    if hit is not None:
+        return hit
     num_faces = faces.shape[0]
     face_ids = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
     incidence = torch.zeros(num_vertices, num_faces, dtype=torch.bool, device=faces.device)
@@ -545,7 +547,7 @@ def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     out = torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
     if len(_TOPOLOGY_CACHE) > 64:
         _TOPOLOGY_CACHE.clear()
-    _TOPOLOGY_CACHE[key] = (weakref.ref(faces), faces._version, out)
+    _TOPOLOGY_CACHE[key] = out
     return out
 
 
