@@ -126,9 +126,7 @@ def write_outcome(writers: dict, outcome: ClipOutcome, summary: RunSummary, keep
     """Write a clip's fits (one shard flushed per method) and record the clip in `summary`;
     returns its status ("fitted" or "failed"). `OutputWriteError` stops the run; any other
     error writing one clip fails that clip only."""
-    from hodata.shards import OutputWriteError
-
-    from hodata.shards import EncodedFrames
+    from hodata.shards import EncodedFrames, OutputWriteError
 
     problems = list(outcome.problems)
     frames: dict[int, EncodedFrames] = {}  # jpeg quality -> the clip's frames encoded once for every method

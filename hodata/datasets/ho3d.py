@@ -400,7 +400,9 @@ class HO3DDataset:
         metas, gts = [], []
         for frame in spec.frame_ids:
             path = self.meta_path(spec.sequence, frame)
-            meta = self._indexed_metas.pop(path, None) or load_meta(path)
+            meta = self._indexed_metas.pop(path, None)
+            if meta is None:
+                meta = load_meta(path)
             name = f"{self.split}/{spec.sequence}/{frame}"
             for key in ("objRot", "objTrans", "objName", "camMat"):
                 if meta.get(key) is None:
