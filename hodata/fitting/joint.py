@@ -76,6 +76,10 @@ class FitConfig:
     # hand's penetration gradients trades silhouette accuracy for nothing, so by default the
     # interaction terms refine the hands only, as the coarse interaction term does.
     interaction_moves_objects: bool = False
+    # Whether stage 2 refines the objects too (the paper: every parameter in both stages). With
+    # interaction_moves_objects False only the silhouette and smoothness move them there; False
+    # keeps the stage-1 objects and drops the silhouette render from stage 2 (issue 14).
+    stage2_moves_objects: bool = True
     hand_sdf_refresh: int = 10           # steps between exact nearest-face searches of the hand SDF
     hand_sdf_margin: float = 0.01        # metres: points farther from the hand at a refresh are not tracked
     # metres: the exact search at a refresh stops this far from the hand (points farther count as
@@ -607,7 +611,9 @@ def fit_hands_and_objects(
     hands = [make_hand_parameters(e, config, candidates) for e in stage_evidence[0]]
     stages = ([("independent", config.active(INDEPENDENT_HAND_TERMS), config.steps_stage1, False)] if not joint else
               [("stage1", config.active(STAGE1_TERMS), config.steps_stage1, True),
-               ("stage2", config.active(STAGE2_TERMS), config.steps_stage2, True)])
+               ("stage2", config.active(STAGE2_TERMS if config.stage2_moves_objects else
+                                         tuple(t for t in STAGE2_TERMS if t != "obj")),
+                config.steps_stage2, config.stage2_moves_objects)])
     finite = True
     for name, terms, steps, with_objects in stages:
         if name == "stage2" and candidates > 1:

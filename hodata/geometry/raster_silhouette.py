@@ -29,16 +29,16 @@ Pipeline (all batched over frames, no per-frame Python loop):
    front of the body): edges are cut into 1 px pieces, each tested against the hard mask,
    and only boundary pieces count for inside pixels.
 4. Nearest candidate per pixel, without gradient: each candidate segment (<= SEGMENT_LENGTH
-   px) visits the pixels of its box grown by the cutoff SOFT_CUTOFF * sigma and a
-   scatter-min of (float32 distance bits << 32 | segment id) picks the nearest usable one.
-   Work is O(contour length x cutoff), independent of the face count and of the image area.
+   px) visits the pixels of its box grown by the cutoff SOFT_CUTOFF * sigma (segments
+   grouped by box size, each group one dense batch of windows) and a scatter-min of
+   (float32 distance bits << 32 | segment id) picks the nearest usable one. Work is
+   O(contour length x cutoff), independent of the face count and of the image area.
 5. With gradient: the distance from each selected pixel to its segment, recomputed from the
    projected vertices; S(+-d / sigma) is written into the hard image.
 
 Memory: O(B H W) buffers (~20 bytes per pixel: winding, keys, masks) plus the (pixel,
-segment) pairs, processed in chunks of at most MAX_PAIRS (~200 bytes each in float64), so the
-peak stays below ~20 B H W + 100 MB whatever the mesh; typical use is far lower (10 frames at
-128 px: ~55k pairs, 17k soft pixels).
+segment) pairs, processed in chunks of at most MAX_PAIRS (~60 bytes each), so the peak stays
+below ~20 B H W + 70 MB whatever the mesh (10 frames at 128 px: ~460k pairs, 20k soft pixels).
 
 Known approximation: a hidden contour piece within ~2 px of the true boundary (next to a
 T-junction, where a fold disappears behind the silhouette) passes the boundary test, so a few
