@@ -222,3 +222,36 @@ def test_fit_cli_batch_clips_refuses_ray_in_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     help_text = runner.invoke(app, ["fit", "--help"]).output
     assert "--batch-clips" in help_text
+
+
+def test_fit_dataset_batches_clips_by_what_they_share_and_bounds_the_waiting(tmp_path, monkeypatch):
+    import hodata.app.fit as app_fit
+    from hodata.types import Clip
+
+    batches = []
+
+    def record(clips, *args, **kwargs):
+        batches.append([c.clip_id for c in clips])
+        return [app_fit.ClipOutcome(c.clip_id, problems=["not fitted (stub)"]) for c in clips]
+
+    monkeypatch.setattr(app_fit, "fit_clip_batch", record)
+
+    def clip(sequence, model, frames=4):
+        return Clip("synthetic", sequence, [f"{i:04d}" for i in range(frames)], [], torch.eye(3), (8, 8), model,
+                    ["right"])
+
+    clips = [clip("a0", "mug"), clip("b0", "box"), clip("a1", "mug"), clip("c0", "can"), clip("b1", "box", 6),
+             clip("d0", "bowl"), clip("d1", "bowl"), clip("e0", "cup"), clip("f0", "plate")]
+    summary = app_fit.fit_dataset(clips, None, None, None, tmp_path / "out", batch_clips=2)
+    ids = [c.clip_id for c in clips]
+    assert sorted(sum(batches, [])) == sorted(ids) and set(summary.failed) == set(ids)  # every clip once
+    # a batch holds one object model and frame count; a full group is fitted when it fills
+    assert batches[0] == ["synthetic_a0_0000", "synthetic_a1_0000"]
+    assert all(len({c.split("_")[1][0] for c in b}) == 1 and len(b) <= 2 for b in batches)
+    assert batches[1] == ["synthetic_d0_0000", "synthetic_d1_0000"]
+    # f0 makes 5 clips wait (> 2 B): the fullest group, the first of equals (b0), is fitted as it is
+    assert batches[2] == ["synthetic_b0_0000"] and len(batches) == 7
+    # b0 (box, 4 frames) and b1 (box, 6 frames) never share a batch
+    assert not any({"synthetic_b0_0000", "synthetic_b1_0000"} <= set(b) for b in batches)
+    with pytest.raises(HodataError, match="--batch-clips"):
+        app_fit.fit_dataset(clips, None, None, None, tmp_path / "out2", batch_clips=2, parallel=object())

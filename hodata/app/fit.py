@@ -256,9 +256,10 @@ def fit_dataset(
 
     batch_clips B > 1 fits up to B clips in one batched problem (hodata.fitting.batched): clips
     wait until B of them share the object model, frame count, hand sides and missing methods
-    (the rest are fitted at the end, in smaller batches or alone), and each is then written as
-    it would be alone. An interrupted run loses at most the clips waiting for their batch. Not
-    with parallel.
+    (at most 2 B clips wait: beyond that the fullest group is fitted as it is; the rest are
+    fitted at the end, in smaller batches or alone), and each is then written as it would be
+    alone. An interrupted run loses at most the clips waiting for their batch. Not with
+    parallel.
 
     Failure isolation: any exception while fitting or encoding one clip (not only
     HodataError) marks that clip failed with a one-line message and the run goes on; a
@@ -311,6 +312,8 @@ def fit_dataset(
                 waiting.setdefault(key, []).append(clip)
                 if len(waiting[key]) >= batch_clips:
                     fit_waiting(key)
+                elif sum(map(len, waiting.values())) > 2 * batch_clips:  # bounded memory: fit the fullest group
+                    fit_waiting(max(waiting, key=lambda k: len(waiting[k])))
                 continue
             outcome = fit_one_clip(clip, object_model_for, evidence_for, hand_layers_for, missing, config,
                                    init_config, device, save_frames, seed)

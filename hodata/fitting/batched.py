@@ -135,8 +135,7 @@ def clip_report(report: dict, index: int, clips: int) -> dict:
         if per_clip[index]:
             final[key.split("/", 1)[1]] = per_clip[index][-1]  # later stages overwrite, as fit_hands_and_objects
     seconds = {name: s / clips for name, s in report["seconds"].items()}
-    return {"history": history, "final": final, "flags": dict(report["flags"]), "seconds": seconds,
-            "batch_clips": clips}
+    return {"history": history, "final": final, "flags": dict(report["flags"]), "seconds": seconds}
 
 
 def fit_batch(prepared: Sequence[PreparedClip], config: FitConfig, methods: tuple[str, ...]
