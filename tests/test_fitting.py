@@ -169,3 +169,12 @@ def test_fill_missing_boxes_interpolates_and_holds_the_ends():
     boxes[1], boxes[2], boxes[5] = 1.0, 2.0, 8.0
     out = fill_missing_boxes(boxes, known)
     assert out[:, 0].tolist() == [1.0, 1.0, 2.0, 4.0, 6.0, 8.0, 8.0]
+
+
+def test_translation_from_box_on_the_hull_equals_all_vertices(scene):
+    model, clip = scene["model"], scene["clip"]
+    rotations = random_rotations(64, generator=torch.Generator().manual_seed(3))
+    box = torch.tensor([180.0, 100.0, 380.0, 330.0])
+    hull = translation_from_box(model.vertices, rotations, box, clip.K, use_hull=True)
+    full = translation_from_box(model.vertices, rotations, box, clip.K, use_hull=False)
+    assert torch.allclose(hull, full, rtol=0, atol=1e-6)

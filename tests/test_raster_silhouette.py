@@ -310,3 +310,48 @@ def test_pose_recovery_from_15_degrees_and_2_cm():
         distance = (translation - true_translation).norm() * 1000
     assert angle < 2.0, angle
     assert distance < 3.0, distance
+
+
+def _segment_distances(pixels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distances (P, E) from pixel centres (P, 2) to segments a -> b (E, 2), brute force."""
+    ab = b - a
+    t = (((pixels[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    return (pixels[:, None] - (a[None] + t[..., None] * ab[None])).norm(dim=-1)
+
+
+@pytest.mark.parametrize("name", ["icosphere", "capsule", "annulus"])
+def test_soft_band_outside_matches_brute_force_distance_to_every_contour_edge(name):
+    """Outside pixels measure to the nearest contour edge of any kind: checked against every
+    (pixel, edge) pair, independently of the renderer's windows and grouping."""
+    verts, faces = _tensors(_mesh(name))
+    cam, _, _ = _posed(verts, 3, seed=11)
+    size = 48
+    K = _roi(cam, size)
+    soft = render_silhouette(cam, faces, K, (size, size), sigma=1.0)
+    hard = render_silhouette(cam, faces, K, (size, size), mode="hard")
+    contour = contour_edges(cam, mesh_edges(faces), faces)
+    pixels = project(cam, K)
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=cam.dtype), torch.arange(size, dtype=cam.dtype), indexing="ij")
+    centres = torch.stack([xs.flatten(), ys.flatten()], -1)
+    checked = 0
+    for b in range(cam.shape[0]):
+        mine = contour.frame == b
+        a, e = pixels[b, contour.start[mine]], pixels[b, contour.end[mine]]
+        d = _segment_distances(centres, a, e).amin(1).view(size, size)
+        expected = torch.from_numpy(_soft_step(-d.numpy() / 1.0))
+        outside = (hard[b] == 0) & (d < SOFT_CUTOFF)
+        checked += int(outside.sum())
+        assert torch.allclose(soft[b][outside], expected[outside], atol=1e-9)
+        far = (hard[b] == 0) & (d > SOFT_CUTOFF + 1e-6)
+        assert (soft[b][far] == 0).all()
+    assert checked > 100
+
+
+def test_edge_pairing_cache_follows_in_place_edits_of_the_faces():
+    verts, faces = _tensors(_mesh("icosphere"))
+    cam, _, _ = _posed(verts, 1, seed=2)
+    K = _roi(cam, 32)
+    render_silhouette(cam, faces, K, (32, 32))  # pairs and caches the edges of `faces`
+    faces[0] = faces[0].flip(0)  # one face turned over: no longer consistently oriented
+    with pytest.raises(ValueError, match="consistently oriented"):
+        render_silhouette(cam, faces, K, (32, 32))

@@ -338,3 +338,20 @@ def test_triangle_sq_distance_matches_trimesh_closest_point():
     ref = trimesh.triangles.closest_point(tri.numpy(), p.numpy())
     expected = ((p - torch.tensor(ref)) ** 2).sum(-1)
     assert torch.allclose(ours, expected, atol=1e-12)
+
+
+def test_truncated_search_is_exact_within_the_truncation_and_outside_beyond():
+    mesh = bent_tube()
+    verts, faces = as_torch(mesh)
+    points = torch.tensor(probe_points(mesh, seed=5))[None]
+    full, full_faces = mesh_signed_distance(points, verts[None], faces, return_faces=True)
+    truncate = 0.013  # the tube radius is at most 1.2 cm: no probe is deeper inside than this
+    assert full.min() > -truncate
+    value, found = mesh_signed_distance(points, verts[None], faces, return_faces=True, truncate=truncate)
+    near = full.abs() <= truncate
+    assert near.any() and (~near).any()
+    assert torch.allclose(value[near], full[near], rtol=0, atol=1e-12)
+    assert (found[near] >= 0).all()
+    # beyond the truncation: +truncate (a lower bound of the true, positive value) and no face
+    assert (value[~near] == truncate).all() and (full[~near] > truncate).all()
+    assert (found[~near] == -1).all()

@@ -54,6 +54,7 @@ no well-defined silhouette and clipping is not worth it for object fitting.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -117,6 +118,24 @@ def mesh_edges(faces: torch.Tensor) -> MeshEdges:
         torch.stack([starts[first], ends[first]], dim=-1),
         torch.stack([face_of[first], face_of[second]], dim=-1),
     )
+
+
+_EDGE_CACHE: dict[int, tuple] = {}
+
+
+def cached_mesh_edges(faces: torch.Tensor) -> MeshEdges:
+    """`mesh_edges(faces)`, computed once per faces tensor (an optimiser renders the same
+    faces every step; the pairing costs a sort and host reads). Keyed by the tensor's
+    identity and version, so a faces tensor edited in place is paired again."""
+    key = id(faces)
+    hit = _EDGE_CACHE.get(key)
+    if hit is not None and hit[0]() is faces and hit[1] == faces._version:
+        return hit[2]
+    edges = mesh_edges(faces)
+    if len(_EDGE_CACHE) > 64:
+        _EDGE_CACHE.clear()
+    _EDGE_CACHE[key] = (weakref.ref(faces), faces._version, edges)
+    return edges
 
 
 def _batched_intrinsics(K: torch.Tensor, batch: int) -> torch.Tensor:
@@ -292,6 +311,10 @@ def boundary_segments(
     )
 
 
+BOX_BINS = (4, 7, 10, 13)
+"""Window sides (pixels) segments are grouped by: each group is one dense batch of windows."""
+
+
 def _nearest_segment_scatter(
     inside: torch.Tensor,
     seg_a: torch.Tensor,
@@ -305,11 +328,15 @@ def _nearest_segment_scatter(
     inside: (B, H, W) bool; segments a + t ab, t in [0, 1]: seg_a, seg_ab (S, 2) px,
     seg_frame (S,), usable (S, 2) bool (by outside / inside pixels) ->
     (pixel flat indices (P,), segment indices (P,)). Each segment visits the pixels of its
-    box grown by `cutoff` (segments are short, so the boxes are thin); the nearest segment
-    per pixel is a scatter-min of (distance, segment) packed in one int64.
+    box grown by `cutoff` (segments are short, so the boxes are small). Segments are grouped
+    by box size (sides rounded up to BOX_BINS) and each group is evaluated as dense windows
+    (n, h, w), the distance separably by broadcasting: no per-pair gathers but the inside
+    test, which segments usable from both sides skip. Window pixels beyond a segment's box
+    are farther than the cutoff and drop out with the distance test. The nearest segment per
+    pixel is a scatter-min of (distance, segment) packed in one int64.
     """
     batch, height, width = inside.shape
-    device = seg_a.device
+    device, dtype = seg_a.device, seg_a.dtype
     seg_b = seg_a + seg_ab
     lo = torch.minimum(seg_a, seg_b) - cutoff
     hi = torch.maximum(seg_a, seg_b) + cutoff
@@ -319,39 +346,64 @@ def _nearest_segment_scatter(
     row_hi = torch.floor(hi[:, 1].clamp(-1, height)).clamp_max(height - 1).long()
     box_w = (col_hi - col_lo + 1).clamp_min(0)
     box_h = (row_hi - row_lo + 1).clamp_min(0)
-    count = box_w * box_h
-    inv_len2 = 1.0 / (seg_ab * seg_ab).sum(-1).clamp_min(1e-12)
-    # Packed rows so that each pair needs one gather (gathers dominate the cost).
-    rows = torch.cat(
-        [
-            seg_a,
-            seg_ab,
-            inv_len2[:, None],
-            torch.stack([col_lo, row_lo, box_w, seg_frame], -1).to(seg_a.dtype),
-            usable.to(seg_a.dtype),
-        ],
-        dim=-1,
-    )  # (S, 11)
+    bins = torch.tensor(BOX_BINS, device=device)
+    # group = (width bin, height bin, who may use it: 1 outside, 2 inside, 3 both); longer
+    # boxes than the last bin (long segments) get one group of their own at their maximum size
+    kind = usable[:, 0].long() + 2 * usable[:, 1].long()
+    over = len(BOX_BINS)
+    w_bin = torch.bucketize(box_w, bins)
+    h_bin = torch.bucketize(box_h, bins)
+    group = (w_bin * (over + 1) + h_bin) * 4 + kind
+    present = (box_w > 0) & (box_h > 0) & (kind > 0)
+    group = torch.where(present, group, torch.full_like(group, -1))
+    order = torch.argsort(group)
+    groups, counts = torch.unique_consecutive(group[order], return_counts=True)
+    # every per-segment quantity in group order once, so each group is a contiguous slice
+    inv_len2 = (1.0 / (seg_ab * seg_ab).sum(-1).clamp_min(1e-12))[order]
+    ax, ay = seg_a[order].unbind(-1)
+    abx, aby = seg_ab[order].unbind(-1)
+    col_lo, row_lo, frame, box_w, box_h = (x[order] for x in (col_lo, row_lo, seg_frame, box_w, box_h))
     inside_flat = inside.reshape(-1)
     no_segment = torch.iinfo(torch.int64).max
     keys = torch.full((batch * height * width,), no_segment, dtype=torch.long, device=device)
-    for first, last in _chunks_of_pairs(count, MAX_PAIRS):
-        owner, rank = _expand_ranges(count[first:last])
-        seg = first + owner
-        e = rows.index_select(0, seg)
-        rank = rank.to(seg_a.dtype)
-        row_in_box = torch.floor(rank / e[:, 7])
-        fx = e[:, 5] + rank - row_in_box * e[:, 7]
-        fy = e[:, 6] + row_in_box
-        # Integer flat index: B H W may exceed float32's exact range (2^24).
-        pixel = (e[:, 8].long() * height + fy.long()) * width + fx.long()
-        dist2, _, _ = _segment_distance2(fx, fy, e[:, :2], e[:, 2:4], e[:, 4])
-        usable_here = torch.where(inside_flat.index_select(0, pixel), e[:, 10], e[:, 9]) > 0.5
-        # Non-negative float32 bits order like the floats, so (bits << 32 | segment)
-        # compares by distance first: argmin in one scatter.
-        bits = dist2.float().view(torch.int32).long()
-        key = torch.where(usable_here & (dist2 <= cutoff * cutoff), (bits << 32) | seg, no_segment)
-        keys.scatter_reduce_(0, pixel, key, "amin")
+    limit = cutoff * cutoff
+    end = 0
+    for code, count in zip(groups.tolist(), counts.tolist()):
+        first, end = end, end + count
+        if code < 0:
+            continue
+        bins_wh, use = divmod(code, 4)
+        w_index, h_index = divmod(bins_wh, over + 1)
+        w = BOX_BINS[w_index] if w_index < over else int(box_w[first:end].max())
+        h = BOX_BINS[h_index] if h_index < over else int(box_h[first:end].max())
+        step = max(1, MAX_PAIRS // (w * h))
+        for lo_i in range(first, end, step):
+            part = slice(lo_i, min(end, lo_i + step))
+            cols = col_lo[part, None] + torch.arange(w, device=device)     # (n, w)
+            rows = row_lo[part, None] + torch.arange(h, device=device)     # (n, h)
+            dx = cols.to(dtype) - ax[part, None]
+            dy = rows.to(dtype) - ay[part, None]
+            bx, by = abx[part, None, None], aby[part, None, None]
+            t = ((dx * bx[:, 0])[:, None, :] + (dy * by[:, 0])[:, :, None]).mul_(inv_len2[part, None, None])
+            t = t.clamp_(0, 1)
+            qx = dx[:, None, :] - t * bx                                    # (n, h, w)
+            qy = dy[:, :, None] - t * by
+            dist2 = qx.mul_(qx).add_(qy.mul_(qy))
+            ok = dist2 <= limit
+            if w_index < over or h_index < over:  # padded windows may leave the image
+                ok &= (cols < width)[:, None, :] & (rows < height)[:, :, None]
+            pixel = ((frame[part, None, None] * height + rows.clamp_max(height - 1)[:, :, None]) * width
+                     + cols.clamp_max(width - 1)[:, None, :])
+            if use == 1:
+                ok &= ~inside_flat[pixel]
+            elif use == 2:
+                ok &= inside_flat[pixel]
+            # Non-negative float32 bits order like the floats, so (bits << 32 | segment)
+            # compares by distance first: argmin in one scatter.
+            ids = order[part, None, None]
+            bits = dist2.float().view(torch.int32).long()
+            key = torch.where(ok, bits.bitwise_left_shift_(32).bitwise_or_(ids), no_segment)
+            keys.scatter_reduce_(0, pixel.reshape(-1), key.reshape(-1), "amin")
     pixels = (keys != no_segment).nonzero().squeeze(1)
     return pixels, keys.index_select(0, pixels) & 0xFFFFFFFF
 
@@ -389,7 +441,7 @@ def render_silhouette(
     height, width = image_size
     K = _batched_intrinsics(K, batch).to(verts)
     faces = faces.to(verts.device)
-    edges = mesh_edges(faces)
+    edges = cached_mesh_edges(faces)
     contour = contour_edges(verts, edges, faces)
     with torch.no_grad():
         pixels = project(verts.detach(), K)

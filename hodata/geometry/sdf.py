@@ -21,6 +21,7 @@ Sign convention everywhere: positive outside, negative inside, metres.
 from __future__ import annotations
 
 import math
+import weakref
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -233,14 +234,14 @@ def _search(
     qc = q.t()[:, :, None]                                            # (3, N, 1)
     num_groups = tree.group_bounds.shape[2]
     lower = _cylinder_lower_bound(qc, tree.group_bounds[:, frame])
-    if upper is not None:
-        groups_kept = int((lower <= upper[:, None]).sum(1).max())
+    if upper is not None:  # at least one: a chunk whose radius holds no group measures its nearest
+        groups_kept = max(1, int((lower <= upper[:, None]).sum(1).max()))
     groups, bound_g = _pick(lower, groups_kept)
     leaves = (groups[:, :, None] * _GROUP_SIZE + torch.arange(_GROUP_SIZE, device=q.device)).flatten(1)
     flat = frame[:, None] * (num_groups * _GROUP_SIZE) + leaves
     lower = _cylinder_lower_bound(qc, tree.leaf_bounds[:, flat])
     if upper is not None:
-        leaves_kept = int((lower <= upper[:, None]).sum(1).max())
+        leaves_kept = max(1, int((lower <= upper[:, None]).sum(1).max()))
     chosen, bound_l = _pick(lower, leaves_kept)
     leaves = leaves.gather(1, chosen)
     rows = tree.leaf_table[:, flat.gather(1, chosen)].reshape(16, num, -1)
@@ -253,20 +254,60 @@ def _search(
     return position * _LEAF_SIZE + arg % _LEAF_SIZE, dsq, certified
 
 
-def _nearest_faces(q: torch.Tensor, frame: torch.Tensor, tree: _FaceTree) -> torch.Tensor:
-    """Exact nearest face (index into faces) of q (N, 3) in frames (N,), without gradients.
+def _search_within(q: torch.Tensor, frame: torch.Tensor, tree: _FaceTree, radius: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest face among those within sqrt(radius) of each query, without gradients.
 
-    A narrow search certifies most points; the others are searched again with the distance
-    found as the pruning radius, in chunks so one hard point does not widen all the others.
+    q (N, 3), frame (N,), radius (N,) squared -> padded position (N,) and squared distance
+    (N,) (inf where no face is that close). Every (query, group) and then (query, leaf) pair
+    whose lower bound is within the radius is measured: work follows the pairs, not the
+    neediest query of a chunk. Ties go to the lowest position, so the answer is exact.
+    """
+    num = q.shape[0]
+    num_groups = tree.group_bounds.shape[2]
+    # the bounds' rounding slack (as `_search`'s certification) keeps the true nearest in
+    scale = tree.group_bounds[6].amax() + tree.group_bounds[8].abs().amax()
+    reach = radius * (1 + 1e-6) + (256 * torch.finfo(q.dtype).eps * scale) ** 2
+    lower = _cylinder_lower_bound(q.t()[:, :, None], tree.group_bounds[:, frame])          # (N, G)
+    query, group = torch.nonzero(lower <= reach[:, None], as_tuple=True)
+    leaves = group[:, None] * _GROUP_SIZE + torch.arange(_GROUP_SIZE, device=q.device)     # (P, 8)
+    flat = frame[query, None] * (num_groups * _GROUP_SIZE) + leaves
+    lower = _cylinder_lower_bound(q[query].t()[:, :, None], tree.leaf_bounds[:, flat])     # (P, 8)
+    pair, slot = torch.nonzero(lower <= reach[query, None], as_tuple=True)
+    query = query[pair]
+    rows = tree.leaf_table[:, flat[pair, slot]]                                            # (16, P2, 8)
+    dsq, arg = _candidate_sq_distance(q[query].t()[:, :, None], rows).min(1)
+    position = leaves[pair, slot] * _LEAF_SIZE + arg
+    best = torch.full((num,), math.inf, dtype=dsq.dtype, device=q.device).scatter_reduce_(0, query, dsq, "amin")
+    winner = torch.where(dsq == best[query], position, torch.full_like(position, torch.iinfo(torch.long).max))
+    pos = torch.full((num,), torch.iinfo(torch.long).max, dtype=torch.long, device=q.device)
+    pos = pos.scatter_reduce_(0, query, winner, "amin")
+    return torch.where(torch.isfinite(best), pos, torch.zeros_like(pos)), best
+
+
+def _nearest_faces(q: torch.Tensor, frame: torch.Tensor, tree: _FaceTree,
+                   truncate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact nearest face (index into faces) of q (N, 3) in frames (N,), without gradients,
+    and a flag (N,) bool: True where the point is within `truncate` of the mesh (all True
+    without truncate).
+
+    A narrow search certifies most points near a uniformly meshed surface; the others are
+    searched again among every face within the distance found (`_search_within`, in chunks
+    of queries to bound memory). With `truncate`, that radius is at most `truncate`: points
+    with no face that close keep the narrow pass's face (not the nearest) and are flagged False.
     """
     pos, dsq, ok = _search(q, frame, tree, *_FIRST_PASS)
+    near = torch.ones_like(ok)
     todo = torch.nonzero(~ok)[:, 0]
     if todo.numel():
-        # Hard points first sorted by their radius, so chunks hold points of similar need.
-        todo = todo[dsq[todo].argsort()]
-        for chunk in todo.split(_CHUNK):
-            pos[chunk] = _search(q[chunk], frame[chunk], tree, upper=dsq[chunk])[0]
-    return tree.order[pos]
+        radius = dsq if truncate is None else torch.minimum(dsq, torch.full_like(dsq, truncate * truncate))
+        for chunk in todo.split(4 * _CHUNK):
+            found, found_dsq = _search_within(q[chunk], frame[chunk], tree, radius[chunk])
+            better = found_dsq < dsq[chunk]
+            pos[chunk] = torch.where(better, found, pos[chunk])
+            if truncate is not None:
+                near[chunk] = torch.minimum(found_dsq, dsq[chunk]) <= truncate * truncate
+    return tree.order[pos], near
 
 
 # --------------------------------------------------------------------------- sign
@@ -276,26 +317,46 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
 
-def _pseudo_normals(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+_TOPOLOGY_CACHE: dict[tuple, tuple] = {}
+
+
+def _edge_ids(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, int]:
+    """Undirected edge id of every face edge (3F,) (edge k of a face: corner k -> k+1) and
+    the number of edges; computed once per faces tensor (it depends on topology only)."""
+    key = (id(faces), num_vertices)
+    hit = _TOPOLOGY_CACHE.get(key)
+    if hit is not None and hit[0]() is faces and hit[1] == faces._version:
+        return hit[2], hit[3]
+    ends = torch.stack([faces, faces.roll(-1, dims=1)], -1).flatten(0, 1)  # (3F, 2)
+    edge_key = ends.amin(-1) * num_vertices + ends.amax(-1)
+    _, edge_id = torch.unique(edge_key, return_inverse=True)
+    count = int(edge_id.max()) + 1
+    if len(_TOPOLOGY_CACHE) > 64:
+        _TOPOLOGY_CACHE.clear()
+    _TOPOLOGY_CACHE[key] = (weakref.ref(faces), faces._version, edge_id, count)
+    return edge_id, count
+
+
+def _pseudo_normals(verts: torch.Tensor, faces: torch.Tensor, tri: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Angle-weighted vertex normals (B, V, 3) and edge normals per face edge (B, F, 3, 3).
 
     Edge k of a face runs from corner k to corner k+1; its normal is the sum of the unit
     normals of all faces sharing that edge (Baerentzen & Aanaes 2005). Not normalised: only
-    their direction is used.
+    their direction is used. tri: verts[:, faces] when the caller has it.
     """
-    tri = verts[:, faces]                                            # (B, F, 3, 3)
-    face_n = _unit(torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1))
-    to_next = _unit(tri.roll(-1, dims=2) - tri)
-    to_prev = _unit(tri.roll(1, dims=2) - tri)
-    angle = torch.acos((to_next * to_prev).sum(-1).clamp(-1, 1))    # (B, F, 3)
+    tri = verts[:, faces] if tri is None else tri                    # (B, F, 3, 3)
+    edge = tri.roll(-1, dims=2) - tri                                # corner k -> k+1
+    face_n = _unit(torch.cross(edge[:, :, 0], -edge[:, :, 2], dim=-1))
+    to_next = _unit(edge)
+    # the angle at corner k is between the edges to k+1 and to k-1 (= -edge k-1)
+    angle = torch.acos(-(to_next * to_next.roll(1, dims=2)).sum(-1).clamp(-1, 1))  # (B, F, 3)
     vert_n = torch.zeros_like(verts).index_add_(
         1, faces.flatten(), (angle[..., None] * face_n[:, :, None, :]).flatten(1, 2)
     )
-    ends = torch.stack([faces, faces.roll(-1, dims=1)], -1).flatten(0, 1)  # (3F, 2)
-    key = ends.amin(-1) * verts.shape[1] + ends.amax(-1)
-    _, edge_id = torch.unique(key, return_inverse=True)
+    edge_id, num_edges = _edge_ids(faces, verts.shape[1])
     per_edge = face_n[:, :, None, :].expand(-1, -1, 3, -1).flatten(1, 2)
-    edge_n = torch.zeros(verts.shape[0], int(edge_id.max()) + 1, 3, dtype=verts.dtype, device=verts.device)
+    edge_n = torch.zeros(verts.shape[0], num_edges, 3, dtype=verts.dtype, device=verts.device)
     edge_n = edge_n.index_add_(1, edge_id, per_edge)[:, edge_id].view(tri.shape)
     return vert_n, edge_n
 
@@ -406,6 +467,7 @@ def mesh_signed_distance(
     max_distance: float | None = None,
     sign_method: str = "pseudonormal",
     return_faces: bool = False,
+    truncate: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact signed distance of points to a closed triangle mesh, per frame.
 
@@ -423,6 +485,11 @@ def mesh_signed_distance(
         self-intersections, O(points x faces) for the points inside the mesh's box).
     return_faces: also return the nearest face of every point (B, P) long, -1 where culled
         (a start for `tracked_signed_distance`).
+    truncate: the search stops at this distance: a point farther from the mesh gets the
+        value +truncate (no gradient; face -1), which is exact for every loss truncated there
+        as long as no point lies deeper than `truncate` inside the mesh (the hand: about
+        1.5 cm at the palm, so 2.5 cm is safe). Points at most `truncate` from the surface are
+        exact. Costs far less than the full search for points a few cm off a detailed mesh.
     """
     if points.dim() != 3 or verts.dim() != 3 or points.shape[0] != verts.shape[0]:
         raise ValueError(f"points (B, P, 3) and verts (B, V, 3) expected, got {tuple(points.shape)}, {tuple(verts.shape)}")
@@ -441,13 +508,17 @@ def mesh_signed_distance(
     frame = torch.div(active, num_points, rounding_mode="floor")
     with torch.no_grad():
         tree = _build_tree(verts.detach(), faces)
-        nearest = _nearest_faces(flat.detach()[active], frame, tree)
+        nearest, near = _nearest_faces(flat.detach()[active], frame, tree, truncate)
         vert_n, edge_n = _pseudo_normals(verts.detach(), faces)
     corners = faces[nearest]                                               # (N, 3)
     tri = verts[frame[:, None], corners]                                   # (N, 3, 3)
     value = _signed_distance_to_faces(flat[active], tri, edge_n[frame, nearest], vert_n[frame[:, None], corners])
     if sign_method == "winding":
         value = value.abs() * _winding_sign(flat.detach()[active], frame, box.detach().flatten()[active], verts, faces)
+    if truncate is not None:  # one rule for all: farther than truncate (found or not) is +truncate
+        near = near & (value.detach().abs() <= truncate)
+        value = torch.where(near, value, torch.full_like(value, truncate))
+        nearest = torch.where(near, nearest, torch.full_like(nearest, -1))
     out = box.flatten().index_put((active,), value).view(batch, num_points)
     if return_faces:
         found = torch.full((batch * num_points,), -1, dtype=torch.long, device=points.device)
@@ -457,7 +528,14 @@ def mesh_signed_distance(
 
 def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """Faces sharing a vertex with each face, itself included: (F, K) long, padded by repeating
-    the face itself (K = the largest such set)."""
+    the face itself (K = the largest such set). Computed once per faces tensor (topology only;
+    every fitting stage and every clip, with its own copy of the hand's faces, asks again):
+    keyed by the faces' content."""
+    key = ("neighbourhoods", num_vertices, str(faces.device), tuple(faces.shape),
+           zlib.crc32(faces.detach().cpu().numpy().tobytes()))
+    hit = _TOPOLOGY_CACHE.get(key)
+    if hit is not None:
+        return hit
     num_faces = faces.shape[0]
     face_ids = torch.arange(num_faces, device=faces.device).repeat_interleave(3)
     incidence = torch.zeros(num_vertices, num_faces, dtype=torch.bool, device=faces.device)
@@ -466,7 +544,11 @@ def face_neighbourhoods(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     width = int(adjacent.sum(1).max())
     order = adjacent.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :width]
     valid = adjacent.gather(1, order)
-    return torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
+    out = torch.where(valid, order, torch.arange(num_faces, device=faces.device)[:, None])
+    if len(_TOPOLOGY_CACHE) > 64:
+        _TOPOLOGY_CACHE.clear()
+    _TOPOLOGY_CACHE[key] = out
+    return out
 
 
 def tracked_signed_distance(
@@ -499,13 +581,14 @@ def tracked_signed_distance(
     frame = torch.div(active, num_points, rounding_mode="floor")
     flat = points.reshape(-1, 3)
     with torch.no_grad():
-        vert_n, edge_n = _pseudo_normals(verts.detach(), faces)
+        tri = verts.detach()[:, faces]                                       # (B, F, 3, 3)
+        vert_n, edge_n = _pseudo_normals(verts.detach(), faces, tri)
+        # per-face constants once, component-major, then one gather for all candidates
+        table = _triangle_table(tri).permute(2, 0, 1).reshape(16, -1)       # (16, B * F)
         candidates = neighbourhoods[guess.flatten()[active]]                 # (N, K)
-        k = candidates.shape[1]
-        q = flat.detach()[active][:, None].expand(-1, k, -1).reshape(-1, 3)
-        f = frame[:, None].expand(-1, k).reshape(-1)
-        d = _triangle_sq_distance(q, verts.detach()[f[:, None], faces[candidates.reshape(-1)]])
-        best = candidates.gather(1, d.view(-1, k).argmin(1, keepdim=True))[:, 0]
+        rows = table[:, frame[:, None] * faces.shape[0] + candidates]        # (16, N, K)
+        d = _candidate_sq_distance(flat.detach()[active].t()[:, :, None], rows)
+        best = candidates.gather(1, d.argmin(1, keepdim=True))[:, 0]
     corners = faces[best]
     value = _signed_distance_to_faces(flat[active], verts[frame[:, None], corners], edge_n[frame, best],
                                       vert_n[frame[:, None], corners])
