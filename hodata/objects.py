@@ -375,12 +375,15 @@ def prepare_mesh(
     units: Optional[str] = None,
     category: Optional[str] = None,
     force: bool = False,
+    source_sha256: Optional[str] = None,
 ) -> PrepResult:
     """Make one mesh watertight with ~`target_vertices` vertices, grid its SDF and cache both.
 
     source: a catalog model id (`CATALOG`), a mesh file (obj/ply/stl/off/glb) or a folder holding
     one model (ShapeNet / YCB layout). units: "m" | "cm" | "mm" or None to detect (extent > 5 m
     -> mm). category: a `CATEGORIES` name or alias (catalog models carry theirs).
+    source_sha256: the source file's sha256 when the caller has just computed it (e.g. for a
+    model id), so the file is not hashed twice; ignored for procedural sources.
     A cached entry whose meta.json has the same source sha256 and parameters is reused (status
     "cached") unless `force`. Errors never raise: they give status "failed" with a message naming
     the file, and leave no cache entry.
@@ -410,7 +413,7 @@ def prepare_mesh(
             verts, faces = procedural_mesh(src.model_id)
             source_hash = _sha256_arrays(verts, faces)
         else:
-            source_hash = sha256_file(src.path)
+            source_hash = source_sha256 or sha256_file(src.path)
             verts = faces = None
 
         folder = cache_dir / src.model_id

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 
@@ -70,6 +71,14 @@ class Clip:
     hand_masks: Optional[torch.Tensor] = None            # (T, H, W) bool, all hands
     gt_object: Optional[ObjectState] = None
     gt_hands: list[HandState] = field(default_factory=list)
+    # (T, H, W, 3) uint8 RGB frames once decoded (by the adapter's image check or the first
+    # reader, `hodata.datasets.base.clip_frames`), so that the evidence and the shards do not
+    # decode them again; None until then. One clip's frames: adapters yield clips one at a time.
+    images: Optional[np.ndarray] = field(default=None, repr=False)
+    # per frame, the whole-frame hand detections (hodata.evidence.mediapipe_hands.HandDetection
+    # lists) when the adapter already ran the detector on these frames (video clip selection);
+    # the detected evidence provider reuses them instead of running MediaPipe again
+    hand_detections: Optional[list] = field(default=None, repr=False)
 
     @property
     def clip_id(self) -> str:

@@ -259,6 +259,15 @@ def fit_config(method_dirs: Mapping[str, Path]) -> dict[str, Any]:
     return {}
 
 
+FIT_MEMORY_BUDGET = 512 * 2**20  # bytes of fit tensors `evaluate_results` keeps between its passes
+
+
+def fit_nbytes(fit: FitResult) -> int:
+    """Bytes held by a fit's tensors (hands, objects, K)."""
+    tensors = [v for state in (*fit.hands, *fit.objects) for v in vars(state).values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors) + fit.K.numel() * fit.K.element_size()
+
+
 def load_fits(method_dir: str | os.PathLike, skip_corrupt: bool = False) -> dict[str, FitResult]:
     """clip id -> FitResult of one method folder (shards verified against the manifest;
     corrupt shards are an error, or skipped and counted with skip_corrupt)."""
@@ -460,12 +469,15 @@ def evaluate_results(
         split = config["split"]
     device = resolve_device(device)
 
-    # Pass 1: what each method fitted (fits of a whole dataset take GBs, so only the frame
-    # lists are kept), so that frames the dataset lacks fail before any long evaluation.
+    # Pass 1: what each method fitted, so that frames the dataset lacks fail before any long
+    # evaluation. The fits are kept for pass 2 while they fit in FIT_MEMORY_BUDGET (each fit is
+    # then read once); beyond it (fits of a whole dataset take GBs) only the frame lists are
+    # kept and pass 2 reads each method's fits again.
     fitted: dict[str, list[_Fitted]] = {}
     hand_models: dict[str, list[str]] = {}
     topology = _TopologyTally()
-    kept_fits: Optional[dict[str, FitResult]] = None
+    kept: Optional[dict[str, dict[str, FitResult]]] = {}
+    kept_bytes = 0
     for method, folder in method_dirs.items():
         fits = load_fits(folder, skip_corrupt)
         if not fits:
@@ -474,7 +486,10 @@ def evaluate_results(
         hand_models[method] = sorted({h.model_name for f in fits.values() for h in f.hands})
         for f in fits.values():
             topology.add_fit(method, f)
-        kept_fits = fits if len(method_dirs) == 1 else None
+        if kept is not None:
+            kept_bytes += sum(fit_nbytes(f) for f in fits.values())
+            kept = None if kept_bytes > FIT_MEMORY_BUDGET else {**kept, method: fits}
+        del fits
     if not fitted:
         raise HodataError(f"{results_dir}: the results hold no fitted clips; run `hodata fit` to completion first")
     sequences = sorted({f.sequence for items in fitted.values() for f in items})
@@ -490,27 +505,36 @@ def evaluate_results(
     for method, items in fitted.items():
         check_fits_in_dataset(items, dataset.frames, str(method_dirs[method]), where)
 
-    # Pass 2: one method at a time, each fit against its ground-truth clip.
+    # Pass 2: each fit against its ground-truth clip. With the fits kept, a clip's ground truth
+    # is loaded once for all the methods that fitted it; else one method at a time.
     spec_type = _clip_spec_type(dataset)
     models = ObjectModelCache(Path(cache_dir) if cache_dir is not None else getattr(dataset, "cache_dir", None),
                            device, dtype)
     total = sum(len(items) for items in fitted.values())
-    rows: list[dict[str, Any]] = []
-    not_evaluated: list[str] = []
-    for method in fitted:
-        fits = kept_fits if kept_fits is not None else load_fits(method_dirs[method], skip_corrupt)
-        for clip_id in sorted(fits):
-            fit = fits[clip_id]
+    order = {m: i for i, m in enumerate(fitted)}
+    results: list[tuple[tuple[int, str], Optional[dict[str, Any]], Optional[str]]] = []  # (order, row, problem)
+
+    def evaluate_group(group: list[tuple[str, FitResult]]) -> None:
+        """Evaluate fits of one clip (same sequence and frames) against its ground truth, loaded once."""
+        todo = []
+        for method, fit in group:
             bad = _nonfinite_parts(fit)
             if bad:  # outputs of hodata before its finite-value gate may hold them
-                not_evaluated.append(f"{method} {clip_id}: not evaluated (NaN or infinity in {', '.join(bad)})")
-                continue
-            try:
-                clip = dataset.load_clip(spec_type(fit.sequence, [str(i) for i in fit.frame_ids]))
-            except Exception as exc:  # noqa: BLE001 - one clip's ground truth never ends the evaluation
-                reason = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
-                not_evaluated.append(f"{method} {clip_id}: not evaluated (ground truth: {reason})")
-                continue
+                results.append(((order[method], fit.clip_id), None,
+                                f"{method} {fit.clip_id}: not evaluated (NaN or infinity in {', '.join(bad)})"))
+            else:
+                todo.append((method, fit))
+        if not todo:
+            return
+        first = todo[0][1]
+        try:
+            clip = dataset.load_clip(spec_type(first.sequence, [str(i) for i in first.frame_ids]))
+        except Exception as exc:  # noqa: BLE001 - one clip's ground truth never ends the evaluation
+            reason = str(exc) if isinstance(exc, HodataError) else f"{type(exc).__name__}: {exc}"
+            results.extend(((order[m], f.clip_id), None, f"{m} {f.clip_id}: not evaluated (ground truth: {reason})")
+                           for m, f in todo)
+            return
+        for method, fit in todo:
             if fit.dataset != clip.dataset:
                 raise HodataError(
                     f"{method_dirs[method]}: clip {fit.clip_id} was fitted on dataset '{fit.dataset}' but {root} "
@@ -522,12 +546,32 @@ def evaluate_results(
             except HodataError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                not_evaluated.append(f"{method} {clip_id}: not evaluated ({type(exc).__name__}: {exc})")
+                results.append(((order[method], fit.clip_id), None,
+                                f"{method} {fit.clip_id}: not evaluated ({type(exc).__name__}: {exc})"))
                 continue
-            rows.append({"method": method, "clip_id": fit.clip_id, "sequence": fit.sequence, **metrics})
+            row = {"method": method, "clip_id": fit.clip_id, "sequence": fit.sequence, **metrics}
+            results.append(((order[method], fit.clip_id), row, None))
             if progress is not None:
-                progress(len(rows), total, f"{method} {fit.clip_id}")
-        del fits
+                progress(sum(r is not None for _, r, _ in results), total, f"{method} {fit.clip_id}")
+
+    if kept is not None:
+        groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, FitResult]]] = {}
+        for method, fits in kept.items():
+            for clip_id in sorted(fits):
+                fit = fits[clip_id]
+                groups.setdefault((fit.sequence, tuple(str(i) for i in fit.frame_ids)), []).append((method, fit))
+        for key in sorted(groups):
+            evaluate_group(groups.pop(key))
+        del kept
+    else:
+        for method in fitted:
+            fits = load_fits(method_dirs[method], skip_corrupt)
+            for clip_id in sorted(fits):
+                evaluate_group([(method, fits[clip_id])])
+            del fits
+    results.sort(key=lambda r: r[0])
+    rows = [row for _, row, _ in results if row is not None]
+    not_evaluated = [problem for _, _, problem in results if problem is not None]
     report = EvaluationReport(
         dataset=dataset_name,
         root=Path(root),

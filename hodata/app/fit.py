@@ -54,10 +54,11 @@ def _clip_error(exc: BaseException) -> str:
 
 
 def clip_images(clip: Clip) -> np.ndarray:
-    """The clip's RGB frames (T, H, W, 3) uint8, read once for the shards."""
-    from hodata.datasets.base import read_rgb
+    """The clip's RGB frames (T, H, W, 3) uint8 for the shards: those the adapter or the
+    evidence provider already decoded (`Clip.images`), else decoded now."""
+    from hodata.datasets.base import clip_frames
 
-    return np.stack([read_rgb(p) for p in clip.image_paths])
+    return clip_frames(clip)
 
 
 def evidence_masks(evidence: ClipEvidence) -> Optional[np.ndarray]:
@@ -176,12 +177,16 @@ def write_outcome(writers: dict, outcome: ClipOutcome, summary: RunSummary, keep
     """Write a clip's fits (one shard flushed per method) and record the clip in `summary`;
     returns its status ("fitted" or "failed"). `OutputWriteError` stops the run; any other
     error writing one clip fails that clip only."""
-    from hodata.shards import OutputWriteError
+    from hodata.shards import EncodedFrames, OutputWriteError
 
     problems = list(outcome.problems)
+    frames: dict[int, EncodedFrames] = {}  # jpeg quality -> the clip's frames encoded once for every method
     for m, fit in outcome.fits.items():
         try:  # the fit carries its per-frame label quality (FitResult.quality)
-            writers[m].write_clip(fit, images=outcome.images, masks=outcome.masks)
+            quality = writers[m].jpeg_quality
+            if quality not in frames:
+                frames[quality] = EncodedFrames.encode(outcome.images, outcome.masks, quality)
+            writers[m].write_clip(fit, images=frames[quality])
             writers[m].flush()
         except OutputWriteError:
             raise

@@ -12,8 +12,10 @@ that is then killed, or retried after it wrote, must never be listed twice), and
 every node would need the output on a shared file system. Here a killed or retried worker has
 written nothing, so a clip reaches the shards once, from the one attempt whose result the
 driver received. The price: frames and fits travel through Ray's object store to the driver
-(raw: ~12 MB for a 10-frame 640x480 clip with its masks; the driver encodes them), and the
-driver loads the clips (frames paths, masks, ground truth) for the workers; both are small
+(raw: ~12 MB for a 10-frame 640x480 clip with its masks; the driver encodes them, once for
+every method), and the driver loads the clips (frame paths, masks, ground truth, and the
+frames the adapter decoded for its image check, `Clip.images`, so a worker does not decode
+them again) for the workers; both are small
 against the tens of seconds a clip takes to fit, but on a large cluster the driver's disk
 and one core for encoding bound the rate (there the other design would pay off).
 bench/RESULTS.md "Parallel fitting (Ray)" has the measured overhead per clip.

@@ -146,16 +146,18 @@ class EvidenceProvider:
         if clip.object_boxes is None:
             raise HodataError(f"clip {clip.clip_id}: no object box hints for --evidence detected (hodata has no "
                               "offline object detector); give the dataset's boxes or use --evidence files:DIR")
+        from hodata.datasets.base import clip_frames
+
         sides = clip.hand_sides or None
-        detected = detect_clip_evidence(clip.image_paths, clip.K, sides, object_boxes=clip.object_boxes,
-                                        layer_for=self.layer)
+        frames = clip_frames(clip)  # decoded once: kept on the clip for the shards
+        detected = detect_clip_evidence(list(frames), clip.K, sides, object_boxes=clip.object_boxes,
+                                        full_frame_detections=clip.hand_detections, layer_for=self.layer)
         evidence = detected.evidence
         if self.evidence_kind == "pointrend":
-            from hodata.datasets.base import read_rgb
             from hodata.evidence.pointrend import PROVIDER, pointrend_object_targets
 
             config, _, weights = str(self.evidence_dir).partition(":")
-            targets = pointrend_object_targets([read_rgb(p) for p in clip.image_paths], evidence.object_boxes,
+            targets = pointrend_object_targets(list(frames), evidence.object_boxes,
                                                evidence.hand_masks, evidence.object_masks, config, weights)
             evidence = replace(evidence, object_masks=targets,
                                provenance={**evidence.provenance, "object_masks": PROVIDER})

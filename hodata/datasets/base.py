@@ -66,6 +66,15 @@ def load_each(items, load, name_of, skipped: list[str], messages: list[str]):
         yield clip
 
 
+def clip_frames(clip) -> np.ndarray:
+    """The clip's RGB frames (T, H, W, 3) uint8, decoded from `clip.image_paths` on the first
+    call and kept on `clip.images`: the evidence provider and the shard writer share one
+    decode per frame. Memory: the frames live as long as the clip (one clip at a time)."""
+    if clip.images is None:
+        clip.images = np.stack([read_rgb(p) for p in clip.image_paths])
+    return clip.images
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image, decoding it fully so a truncated file is caught here."""
     image = read_rgb(path)

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 
 from hodata.errors import HodataError
 from hodata.types import Clip
 
-from .base import clip_windows, load_each, read_image_size
+from .base import clip_windows, load_each, read_rgb
 from .registry import register_dataset
 
 IMAGE_SIZE = (350, 350)
@@ -247,14 +248,18 @@ class Core50Dataset:
         from hodata.objects import lookup_category
 
         paths = [self.frame_path(spec.session, spec.object_id, f) for f in spec.frames]
-        if self.check_images:
-            sizes = {read_image_size(p) for p in paths}
+        images = None
+        if self.check_images:  # the decoded frames stay with the clip: evidence and shards reuse them
+            frames = [read_rgb(p) for p in paths]
+            sizes = {f.shape[:2] for f in frames}
             if sizes != {IMAGE_SIZE}:
                 raise HodataError(f"clip {spec.sequence}/{spec.frames[0]:03d}: frames are {sorted(sizes)}, "
                                   f"Core50 frames are {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]}")
+            images = np.stack(frames)
         category = lookup_category(object_category(spec.object_id))
         return Clip(
             dataset=self.dataset_name, sequence=spec.sequence, frame_ids=[f"{f:03d}" for f in spec.frames],
             image_paths=paths, K=self.K.clone(), image_size=IMAGE_SIZE, object_model_id=category.model_id,
             hand_sides=[session_side(spec.session)], category=category.name, object_boxes=self._boxes(spec),
+            images=images,
         )

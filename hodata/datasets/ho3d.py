@@ -76,6 +76,10 @@ SYNTHETIC_MARKER = "hodata_synthetic.json"  # written by the generator; Clip.dat
 SEG_OBJECT_CHANNEL = 1   # RGB index of the object (green)
 SEG_HAND_CHANNEL = 2     # RGB index of the hand (blue)
 SPLITS = ("train", "evaluation")
+# Metas kept from indexing for the clips' loading (each frame's pickle read once); a larger
+# split keeps the first ones and reads the others again when their clip loads. A meta of
+# real HO-3D is a few kB, so this bound holds some tens of MB.
+META_CACHE_FRAMES = 20_000
 
 
 def opengl_flip(dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -170,10 +174,10 @@ def ho3d_object_model(
         raise HodataError(
             f"unknown object model '{obj_name}': {path} not found; put the YCB models under {Path(models_dir)}"
         )
-    digest = sha256_file(path)[:8]
-    model_id = f"ho3d_{obj_name}_{digest}"
+    digest = sha256_file(path)  # hashed once: the id's prefix and the cache's source check
+    model_id = f"ho3d_{obj_name}_{digest[:8]}"
     category = CATALOG[obj_name].category if obj_name in CATALOG else None
-    result = prepare_mesh(path, cache_dir, model_id=model_id, category=category, units="m")
+    result = prepare_mesh(path, cache_dir, model_id=model_id, category=category, units="m", source_sha256=digest)
     if result.status == "failed":
         raise HodataError(f"object model {path} could not be prepared: {result.error}")
     return load_object_model(result.model_id, cache_dir, device=device, dtype=dtype)
@@ -229,7 +233,8 @@ class HO3DDataset:
     the paper's Fig. 4 setting; frames without a seg file get masks rendered from the ground
     truth meshes) or "none" (no boxes or masks); device, dtype of the tensors; mano_dir: MANO
     files for real HO-3D hands; cache_dir: mesh cache; check_images: decode every frame's image
-    (catches corrupt files; the image size comes from the first frame).
+    (catches corrupt files; the frames are kept on the clip, `Clip.images`, so they are not
+    decoded again for the shards; without it the image size comes from the first frame).
 
     Counters: `skipped_frames` ("SEQ/ID" of frames with objRot None, found when indexing),
     `skipped_clips` (clip ids that failed to load during the last iteration) and `messages`
@@ -272,6 +277,9 @@ class HO3DDataset:
         self.messages: list[str] = []
         self._layers: dict[tuple[str, str], Optional[torch.nn.Module]] = {}
         self._objects: dict[str, object] = {}
+        # metas read while indexing, handed to the clip that loads their frame (then dropped):
+        # each meta pickle is read once per frame; bounded by META_CACHE_FRAMES
+        self._indexed_metas: dict[Path, dict] = {}
         self.frames = self._index(sequences)
         self.clips: list[ClipSpec] = [
             ClipSpec(seq, [ids[i] for i in window])
@@ -330,8 +338,9 @@ class HO3DDataset:
             ids = sorted(set(ids), key=lambda s: (len(s), s))
             keep = []
             for frame in ids:
+                path = self.meta_path(seq, frame)
                 try:
-                    meta = load_meta(self.meta_path(seq, frame))
+                    meta = load_meta(path)
                 except HodataError:
                     keep.append(frame)
                     continue
@@ -339,6 +348,8 @@ class HO3DDataset:
                     self.skipped_frames.append(f"{seq}/{frame}")
                 else:
                     keep.append(frame)
+                    if len(self._indexed_metas) < META_CACHE_FRAMES:
+                        self._indexed_metas[path] = meta
             kept[seq] = keep
         return kept
 
@@ -388,7 +399,10 @@ class HO3DDataset:
     def _read_metas(self, spec: ClipSpec) -> tuple[list[dict], list[Optional[dict]]]:
         metas, gts = [], []
         for frame in spec.frame_ids:
-            meta = load_meta(self.meta_path(spec.sequence, frame))
+            path = self.meta_path(spec.sequence, frame)
+            meta = self._indexed_metas.pop(path, None)
+            if meta is None:
+                meta = load_meta(path)
             name = f"{self.split}/{spec.sequence}/{frame}"
             for key in ("objRot", "objTrans", "objName", "camMat"):
                 if meta.get(key) is None:
@@ -416,11 +430,14 @@ class HO3DDataset:
         metas, gts = self._read_metas(spec)
         frame_names = [f"{self.split}/{seq}/{i}" for i in ids]
         image_paths = [find_image(self.split_dir() / seq / "rgb", i) for i in ids]
-        if self.check_images:
-            sizes = {read_rgb(p).shape[:2] for p in image_paths}
+        images = None
+        if self.check_images:  # the decoded frames stay with the clip: the shards reuse them
+            frames = [read_rgb(p) for p in image_paths]
+            sizes = {f.shape[:2] for f in frames}
             if len(sizes) > 1:
                 raise HodataError(f"clip {seq}/{ids[0]}: frames of different sizes {sorted(sizes)}")
             image_size = tuple(int(s) for s in sizes.pop())
+            images = np.stack(frames)
         elif image_paths[0].is_file():
             image_size = tuple(int(s) for s in read_rgb(image_paths[0]).shape[:2])
         else:
@@ -446,7 +463,7 @@ class HO3DDataset:
             dataset=self.dataset_name, sequence=seq, frame_ids=list(ids), image_paths=image_paths, K=K,
             image_size=image_size, object_model_id=model.model_id,
             hand_sides=[h.side for h in gt_hands] or [str(metas[0].get(HAND_SIDE_KEY, "right"))],
-            category=model.category, gt_object=gt_object, gt_hands=gt_hands,
+            category=model.category, gt_object=gt_object, gt_hands=gt_hands, images=images,
         )
         if self.evidence == "gt":
             self._gt_evidence(clip, metas, model, frame_names)

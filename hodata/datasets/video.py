@@ -8,7 +8,8 @@ What the adapter does, in order:
    (`DEFAULT_FOV_DEG`): fx = fy = (W / 2) / tan(fov / 2), principal point at the image centre
    (paper Sec. 3.2: focal from the camera's specification). Scaled with the frames; the
    same K goes into every clip, hence into every sample's json;
-3. hands: MediaPipe Hands on every kept frame;
+3. hands: MediaPipe Hands on every kept frame, once: the clips carry these whole-frame
+   detections (`Clip.hand_detections`) to the detected evidence, which does not run it again;
 4. object: a seed box (`--object-box`, else found next to the hand) tracked by segmentation
    (`video_objects`);
 5. clip selection, as for Epic-Kitchens: the object boxes and hand detections are tracked
@@ -223,6 +224,9 @@ class VideoDataset:
         span = f"{self.timestamps[0]:.2f}-{self.timestamps[-1]:.2f} s"
         with mediapipe_hands.MediaPipeHands() as detector:
             hands = [detector.detect(frames[t]) for t in range(len(frames))]
+            # kept for the clips: the detected evidence reuses them instead of running
+            # MediaPipe on the same frames again (they are what it would find there)
+            self.full_frame_detections = [list(h) for h in hands]
             if not any(hands):
                 raise HodataError(f"{self.root}: no hand in view: MediaPipe found no hand in the {len(frames)} kept "
                                   f"frames ({span}); nothing to fit")
@@ -287,6 +291,7 @@ class VideoDataset:
             hand_sides=sides, category=self.category.name if self.category is not None else None,
             object_boxes=torch.as_tensor(self.tracking.object.boxes[rows], dtype=self.dtype),
             hand_boxes={s: torch.as_tensor(self.tracking.hands[s].boxes[rows], dtype=self.dtype) for s in sides},
+            hand_detections=[self.full_frame_detections[r] for r in rows],
         )
 
 

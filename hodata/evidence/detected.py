@@ -58,6 +58,7 @@ def detect_clip_evidence(
     object_boxes: Optional[torch.Tensor] = None,
     num_hands: Optional[int] = None,
     hand_detections: Optional[list[list[HandDetection]]] = None,
+    full_frame_detections: Optional[list[list[HandDetection]]] = None,
     layer_for: Callable[[str], torch.nn.Module] = default_layer,
     max_gap: int = 10,
     min_frames: int = 20,
@@ -72,7 +73,10 @@ def detect_clip_evidence(
     images: T RGB uint8 arrays or image paths; K (3, 3); sides: the clip's known hand sides
     (None: unknown, taken from the detections); object_boxes: (T, 4) hints, NaN rows where
     none; hand_detections: per frame detections instead of running MediaPipe (then
-    `hand_provider` names where they came from); layer_for: side -> PCA fitting layer;
+    `hand_provider` names where they came from); full_frame_detections: per frame, MediaPipe's
+    whole-frame detections already made on these frames (a video's clip selection): used
+    instead of running the detector on the whole frames again (the search near the object
+    box still runs where they hold too few hands); layer_for: side -> PCA fitting layer;
     hand_mask: "skeleton" (keypoint skeleton, the default: independent of the hand model) or
     "mesh" (silhouette of the initial hand, where an init exists; see masks module docstring).
     """
@@ -89,16 +93,27 @@ def detect_clip_evidence(
     rgb = [read_rgb(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
     image_size = rgb[0].shape[:2]
     wanted = num_hands if num_hands is not None else (len(sides) if sides else 1)
+    if full_frame_detections is not None and len(full_frame_detections) != frames:
+        raise HodataError(f"{len(full_frame_detections)} frames of whole-frame hand detections for {frames} images")
     if hand_detections is None:
         hints = object_boxes.detach().cpu().double().numpy()
         hand_detections = []
-        with mediapipe_hands.MediaPipeHands(**detector_options) as detector:
-            for im, hint in zip(rgb, hints):
-                found = detector.detect(im)
+        detector = None  # opened when a frame needs it (never, when every frame is detected already)
+        try:
+            for t, (im, hint) in enumerate(zip(rgb, hints)):
+                if full_frame_detections is not None:
+                    found = list(full_frame_detections[t])
+                else:
+                    detector = detector or mediapipe_hands.MediaPipeHands(**detector_options)
+                    found = detector.detect(im)
                 if len(found) < wanted:  # small hands: look again near the object
+                    detector = detector or mediapipe_hands.MediaPipeHands(**detector_options)
                     near = mediapipe_hands.detect_near_box(detector, im, hint, wanted)
                     found = near if len(near) > len(found) else found
                 hand_detections.append(found)
+        finally:
+            if detector is not None:
+                detector.close()
     elif len(hand_detections) != frames:
         raise HodataError(f"{len(hand_detections)} frames of hand detections for {frames} images")
 

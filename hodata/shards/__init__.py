@@ -26,6 +26,7 @@ from hodata.shards.reader import (
     sample_quality,
 )
 from hodata.shards.writer import (
+    EncodedFrames,
     OutputWriteError,
     ShardWriter,
     clear_output,
@@ -37,7 +38,7 @@ from hodata.shards.writer import (
 )
 
 __all__ = [
-    "ShardWriter", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
+    "ShardWriter", "EncodedFrames", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
     "sample_key", "load", "sample_quality", "ShardDataset", "ShardCorruptError", "read_shard", "collate_hand_object",
     "fit_results_from_shards", "read_manifest", "MANIFEST_NAME", "SCHEMA_VERSION",
 ]

@@ -265,6 +265,46 @@ def _image_bytes(frame: np.ndarray, fmt: str, jpeg_quality: int) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """A clip's frames and masks encoded once (`jpg` RGB at `jpeg_quality`, `png` uint8 masks),
+    so several methods' shards of the same clip share one encoding (`ShardWriter.write_clip`
+    takes it in place of the arrays). The bytes are what `encode_clip` writes from the arrays.
+
+    jpg, png: T encoded frames each, or None; image_size: (H, W) of the frames.
+    """
+
+    jpg: Optional[tuple[bytes, ...]]
+    png: Optional[tuple[bytes, ...]]
+    image_size: tuple[int, int]
+    jpeg_quality: int
+
+    def __len__(self) -> int:
+        return len(self.jpg if self.jpg is not None else self.png or ())
+
+    @classmethod
+    def encode(cls, images: Any = None, masks: Any = None, jpeg_quality: int = 95) -> Optional["EncodedFrames"]:
+        """Encode images (T, H, W, 3) uint8 RGB and masks (T, H, W) uint8 or bool (either may be
+        None; both None gives None). ValueError for other dtypes or shapes."""
+        if images is None and masks is None:
+            return None
+        frames = None if images is None else _to_numpy(images)
+        if frames is not None and (frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3):
+            raise ValueError(f"images: expected uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        shape = tuple(frames.shape[:3]) if frames is not None else None
+        labels = None
+        if masks is not None:
+            labels = _to_numpy(masks)
+            labels = labels.astype(np.uint8) if labels.dtype == np.bool_ else labels
+            if labels.dtype != np.uint8 or labels.ndim != 3 or (shape is not None and labels.shape != shape):
+                expected = shape if shape is not None else "(T, H, W)"
+                raise ValueError(f"masks: expected uint8 of shape {expected}, got {labels.dtype} {labels.shape}")
+            shape = shape or tuple(labels.shape)
+        jpg = None if frames is None else tuple(_image_bytes(f, "jpg", jpeg_quality) for f in frames)
+        png = None if labels is None else tuple(_image_bytes(m, "png", jpeg_quality) for m in labels)
+        return cls(jpg, png, (int(shape[1]), int(shape[2])), int(jpeg_quality))
+
+
 _HAND_FIELDS = (  # (field, per-frame ndim, may be shared across frames)
     ("vertices", 2, False), ("joints", 2, False), ("global_orient", 2, False), ("hand_pose", 1, False),
     ("betas", 1, True), ("transl", 1, False), ("scale", 0, True),
@@ -320,7 +360,8 @@ def encode_clip(
 ) -> list[tuple[str, list[tuple[str, bytes]]]]:
     """The T samples of a clip as (key, [(extension, bytes), ...]), in frame order.
 
-    images: (T, H, W, 3) uint8 RGB; masks: (T, H, W) uint8 (or bool); (H, W) = fit.image_size.
+    images: (T, H, W, 3) uint8 RGB, or the clip's `EncodedFrames` (then masks is None: they
+    are part of it); masks: (T, H, W) uint8 (or bool); (H, W) = fit.image_size.
     """
     T = len(fit.frame_ids)
     if T == 0:
@@ -355,8 +396,19 @@ def encode_clip(
                             "fields": sorted(arrays), "shared": shared})
         object_arrays.append(arrays)
 
-    frames = None if images is None else _frames_uint8("images", images, T, (H, W, 3))
-    mask_frames = None if masks is None else _frames_uint8("masks", masks, T, (H, W))
+    if isinstance(images, EncodedFrames):
+        if masks is not None:
+            raise ValueError(f"clip {fit.clip_id}: pass the masks inside EncodedFrames, not beside them")
+        if len(images) != T or tuple(images.image_size) != (H, W):
+            raise ValueError(f"clip {fit.clip_id}: encoded frames are {len(images)} x {images.image_size}, "
+                             f"the fit has {T} frames of {(H, W)}")
+        encoded = images
+    else:
+        frames = None if images is None else _frames_uint8("images", images, T, (H, W, 3))
+        mask_frames = None if masks is None else _frames_uint8("masks", masks, T, (H, W))
+        encoded = EncodedFrames.encode(frames, mask_frames, jpeg_quality)
+    jpgs = encoded.jpg if encoded is not None else None
+    pngs = encoded.png if encoded is not None else None
     qualities = frame_qualities(fit, quality)
     losses = {str(k): _json_scalar(float(v)) for k, v in fit.losses.items()}
     history = {str(k): [_json_scalar(float(v)) for v in values] for k, values in fit.loss_history.items()}
@@ -404,16 +456,16 @@ def encode_clip(
             "losses": losses,
             "flags": {str(k): bool(v) for k, v in fit.flags.items()},
             "quality": qualities[t],
-            "has_image": frames is not None,
-            "has_mask": mask_frames is not None,
+            "has_image": jpgs is not None,
+            "has_mask": pngs is not None,
         }
         if t == 0 and history:
             meta_json["loss_history"] = history
         members = [("json", json.dumps(meta_json, allow_nan=False).encode()), ("npz", _npz_bytes(arrays))]
-        if frames is not None:
-            members.append(("jpg", _image_bytes(frames[t], "jpg", jpeg_quality)))
-        if mask_frames is not None:
-            members.append(("png", _image_bytes(mask_frames[t], "png", jpeg_quality)))
+        if jpgs is not None:
+            members.append(("jpg", jpgs[t]))
+        if pngs is not None:
+            members.append(("png", pngs[t]))
         samples.append((key, members))
     return samples
 
@@ -666,7 +718,8 @@ class ShardWriter:
     def write_clip(self, fit: FitResult, images: Any = None, masks: Any = None, quality: Optional[dict] = None) -> int:
         """Write the T samples of a fitted clip; returns T, or 0 when the clip is already done.
 
-        images: (T, H, W, 3) uint8; masks: (T, H, W) uint8; quality: see `frame_qualities`.
+        images: (T, H, W, 3) uint8, or `EncodedFrames` (frames and masks encoded once for
+        several methods' outputs); masks: (T, H, W) uint8; quality: see `frame_qualities`.
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -806,6 +859,6 @@ def done_clips(output_dir: str | os.PathLike) -> set[str]:
 
 
 __all__ = [
-    "ShardWriter", "OutputWriteError", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
+    "ShardWriter", "OutputWriteError", "EncodedFrames", "done_clips", "clear_output", "encode_clip", "frame_qualities", "quality_score",
     "sample_key", "frame_token", "object_prefix", "DEFAULT_MAX_SAMPLES", "DEFAULT_MAX_BYTES",
 ]
