@@ -112,13 +112,64 @@ def fit_one_clip(
     except Exception as exc:  # noqa: BLE001 - one bad clip never stops a run
         outcome.problems.append(_clip_error(exc))
         fits = {}
+    _keep_finite(outcome, fits)
+    return outcome
+
+
+def _keep_finite(outcome: ClipOutcome, fits: dict[str, FitResult]) -> None:
+    """The finite-value gate: only fits without NaN or infinity in their labels reach a shard."""
     for m, fit in fits.items():
         bad = nonfinite_labels(fit)
-        if bad:  # the finite-value gate: nothing non-finite reaches a shard
+        if bad:
             outcome.problems.append(f"{m}: the fit diverged (NaN or infinity in {', '.join(bad)}); not written")
             continue
         outcome.fits[m] = fit
-    return outcome
+
+
+def fit_clip_batch(
+    clips: list[Clip],
+    object_model_for: Callable[[Clip], object],
+    evidence_for: Callable[[Clip], ClipEvidence],
+    hand_layers_for: Callable[[list[str]], dict],
+    methods: tuple[str, ...],
+    config: FitConfig,
+    init_config: ObjectInitConfig,
+    device: str = "auto",
+    save_frames: bool = True,
+    seed: int = 0,
+    batch_clips: int = 4,
+) -> list[ClipOutcome]:
+    """`fit_one_clip` for several clips fitted in batches of up to `batch_clips`
+    (hodata.fitting.batched.fit_clips) -> one ClipOutcome per clip, in order; never raises an
+    Exception. A clip whose evidence, object model or object init fails is dropped from its
+    batch with its problem; the others are fitted without it."""
+    from hodata.fitting.batched import fit_clips
+
+    outcomes = [ClipOutcome(c.clip_id) for c in clips]
+    items, where = [], []
+    for i, clip in enumerate(clips):
+        try:
+            evidence = evidence_for(clip)
+            items.append((clip, evidence, object_model_for(clip), hand_layers_for(evidence.sides)))
+            where.append(i)
+        except Exception as exc:  # noqa: BLE001 - one bad clip never stops a run
+            outcomes[i].problems.append(_clip_error(exc))
+    try:
+        results = fit_clips(items, config, init_config, methods, device, seed, batch_clips=batch_clips)
+    except Exception as exc:  # noqa: BLE001 - e.g. a configuration batching refuses: every clip says why
+        results = [exc] * len(items)
+    for i, (clip, evidence, _, _), result in zip(where, items, results):
+        outcome = outcomes[i]
+        try:
+            if isinstance(result, Exception):
+                raise result
+            outcome.images = clip_images(clip) if save_frames else None
+            outcome.masks = evidence_masks(evidence) if save_frames else None
+        except Exception as exc:  # noqa: BLE001
+            outcome.problems.append(_clip_error(exc))
+            result = {}
+        _keep_finite(outcome, result)
+    return outcomes
 
 
 def write_outcome(writers: dict, outcome: ClipOutcome, summary: RunSummary, keep_results: bool = False,
@@ -194,6 +245,7 @@ def fit_dataset(
     keep_results: bool = False,
     source: dict | None = None,
     parallel=None,
+    batch_clips: int = 1,
 ) -> RunSummary:
     """Fit every clip and write its labels; bad clips are skipped, counted and explained.
 
@@ -206,6 +258,13 @@ def fit_dataset(
     source (dataset name, root, split) is recorded in the manifests so `hodata eval` can find
     the ground truth without being told again. parallel (a hodata.app.parallel.RayOptions)
     fits the clips as Ray tasks instead of one after another in this process.
+
+    batch_clips B > 1 fits up to B clips in one batched problem (hodata.fitting.batched): clips
+    wait until B of them share the object model, frame count, hand sides and missing methods
+    (at most 2 B clips wait: beyond that the fullest group is fitted as it is; the rest are
+    fitted at the end, in smaller batches or alone), and each is then written as it would be
+    alone. An interrupted run loses at most the clips waiting for their batch. Not with
+    parallel.
 
     Failure isolation: any exception while fitting or encoding one clip (not only
     HodataError) marks that clip failed with a one-line message and the run goes on; a
@@ -221,6 +280,14 @@ def fit_dataset(
     output = Path(output)
     run_config = {"methods": list(methods), "fit": asdict(config), "object_init": asdict(init_config), "seed": seed,
                   **(source or {})}
+    if batch_clips < 1:
+        raise HodataError(f"--batch-clips must be >= 1, got {batch_clips}")
+    if batch_clips > 1 and config.object_candidates > 1:
+        raise HodataError(f"--batch-clips > 1 fits one object pose per clip; object-pose candidates "
+                          f"({config.object_candidates}) are refined and chosen per clip: use --batch-clips 1")
+    if parallel is not None and batch_clips > 1:
+        raise HodataError("--batch-clips > 1 fits its batches in this process; it does not combine with --workers "
+                          "or --ray (one clip per Ray task): drop one of them")
     if parallel is not None:
         from hodata.app.parallel import fit_dataset_ray
 
@@ -229,6 +296,13 @@ def fit_dataset(
                                parallel)
     summary = RunSummary()
     writers: dict = {}
+    waiting: dict[tuple, list[Clip]] = {}  # batch_clips > 1: clips waiting for a batch, by what a batch shares
+
+    def fit_waiting(key):
+        for outcome in fit_clip_batch(waiting.pop(key), object_model_for, evidence_for, hand_layers_for, key[0],
+                                      config, init_config, device, save_frames, seed, batch_clips):
+            write_outcome(writers, outcome, summary, keep_results, on_clip)
+
     try:
         writers = open_writers(output, methods, run_config, overwrite, summary)
         for clip in clips:
@@ -238,9 +312,19 @@ def fit_dataset(
                 if on_clip:
                     on_clip(clip.clip_id, "resumed")
                 continue
+            if batch_clips > 1:
+                key = (missing, clip.object_model_id, len(clip), tuple(clip.hand_sides))
+                waiting.setdefault(key, []).append(clip)
+                if len(waiting[key]) >= batch_clips:
+                    fit_waiting(key)
+                elif sum(map(len, waiting.values())) > 2 * batch_clips:  # bounded memory: fit the fullest group
+                    fit_waiting(max(waiting, key=lambda k: len(waiting[k])))
+                continue
             outcome = fit_one_clip(clip, object_model_for, evidence_for, hand_layers_for, missing, config,
                                    init_config, device, save_frames, seed)
             write_outcome(writers, outcome, summary, keep_results, on_clip)
+        for key in list(waiting):
+            fit_waiting(key)
     except BaseException as exc:
         _close_all(writers.values(), raise_first=False)  # the error on its way out is the one to report
         if isinstance(exc, KeyboardInterrupt):
@@ -284,10 +368,11 @@ def run_fit(
     on_clip: Callable[[str, str], None] | None = None,
     keep_results: bool = False,
     parallel=None,
+    batch_clips: int = 1,
 ) -> RunSummary:
     """Fit a dataset adapter's clips (at most `max_clips`) with an EvidenceProvider
     (hodata.app.providers) into `output`. The manifest records the dataset, its root and
-    split, and the evidence and hand-init providers. parallel: see `fit_dataset`."""
+    split, and the evidence and hand-init providers. parallel, batch_clips: see `fit_dataset`."""
     import itertools
 
     from hodata.objects import ensure_object_model
@@ -311,4 +396,5 @@ def run_fit(
               "split": getattr(dataset, "split", None), **provider.describe()}
     return fit_dataset(clips, object_model_for, provider, provider.layers, output, methods=methods, config=config,
                        init_config=init_config, device=device, overwrite=overwrite, save_frames=save_frames,
-                       seed=seed, on_clip=on_clip, keep_results=keep_results, source=source, parallel=parallel)
+                       seed=seed, on_clip=on_clip, keep_results=keep_results, source=source, parallel=parallel,
+                       batch_clips=batch_clips)

@@ -138,6 +138,14 @@ def fit(
                                           "(default: hodata --threads, i.e. 1)."),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", min=0.0, help="Ray: the fraction of a GPU each clip "
                                         "asks for (0.25: four clips share a GPU; 0: CPU only)."),
+    batch_clips: int = typer.Option(1, "--batch-clips", min=1, help="Fit up to B clips in one batched problem "
+                                    "(one optimiser over B x T frame rows, each clip's losses kept apart, so its "
+                                    "labels are the ones it gets alone, up to float rounding): keeps a GPU busy. "
+                                    "A batch holds clips with the same object model (one HO-3D object, one "
+                                    "Core50 / Epic category mesh), frame count and hand sides; clips left without "
+                                    "such company are fitted in smaller batches or one by one at the end. The "
+                                    "object init stays per clip. 1 (default): one clip at a time. Not with "
+                                    "--workers / --ray."),
     retries: int = typer.Option(2, "--retries", min=0, help="Ray: how often a clip whose worker died (killed, out "
                                 "of memory) is run again before it is listed as failed."),
 ) -> None:
@@ -174,6 +182,9 @@ def fit(
     from hodata.fitting import METHODS
 
     resolve_device(device)
+    if batch_clips > 1 and (ray_address is not None or (workers or 1) > 1):
+        raise HodataError("--batch-clips > 1 fits its batches in this process; it does not combine with --workers "
+                          "or --ray (one clip per Ray task): drop one of them")
     parallel = parallel_options(workers, ray_address, threads, gpus_per_task, retries)
     switches = dict(obj=no_obj, v2d=no_v2d, pca=no_pca, scale=no_scale, smooth=no_smooth, centroid=no_centroid,
                     collision=no_collision, local=no_local)
@@ -214,7 +225,8 @@ def fit(
             with progress_bar() as progress:
                 task = progress.add_task("fitting clips", total=total)
                 summary = run_fit(ds, provider, output, method_list, config, init_config, device, overwrite,
-                                  save_frames, seed, max_clips, clip_progress(progress, task), parallel=parallel)
+                                  save_frames, seed, max_clips, clip_progress(progress, task), parallel=parallel,
+                                  batch_clips=batch_clips)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             if getattr(exc, "summary", None) is not None:

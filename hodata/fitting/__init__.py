@@ -9,6 +9,7 @@ _EXPORTS = {
     "ObjectInitConfig": "object_init",
     "METHODS": "pipeline",
     "fit_clip": "pipeline",
+    "fit_clips": "batched",
 }
 
 __all__ = list(_EXPORTS)

@@ -181,9 +181,11 @@ class HandEvidence:
 
 @dataclass
 class StageOutcome:
-    history: dict[str, list[float]]
+    history: dict[str, list[float]]     # per term, weighted, summed over candidates: one value per step
     final: dict[str, float]
     finite: bool
+    # per term, weighted, per candidate (block of rows): [K][steps] (clips side by side, batched.py)
+    per_candidate: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
 def object_evidence(vertices, faces, sdf, K, object_boxes, object_masks, config: FitConfig,
@@ -194,7 +196,7 @@ def object_evidence(vertices, faces, sdf, K, object_boxes, object_masks, config:
 
 
 def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: torch.Tensor, config: FitConfig,
-                         tracking: dict | None, key) -> torch.Tensor:
+                         tracking: dict | None, key, blocks: int = 1) -> torch.Tensor:
     """Signed distance (T, P) of points to the closed hand mesh, exact and differentiable.
 
     Every `hand_sdf_refresh` steps the nearest hand face of each point is found by the exact
@@ -204,6 +206,11 @@ def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: 
     were farther than the margin outside the hand at the refresh, or are outside the hand's
     box, count as outside (a non-negative lower bound: no collision). `tracking` holds the
     state per `key` (a hand-object pair) and the current step under "step".
+
+    blocks: the rows hold this many independent blocks (candidates or clips side by side,
+    scene.py); the exact search runs per block, because its choice among equidistant faces
+    depends on the rows searched together (its face tree is clustered on the first row), and
+    a block's fit must not depend on the others'.
     """
     # the layer caps the wrist ring with faces over existing vertices: a closed 2-manifold
     verts, faces = hand_vertices, layer.closed_faces
@@ -213,8 +220,11 @@ def hand_signed_distance(layer: nn.Module, hand_vertices: torch.Tensor, points: 
     state = tracking.setdefault(("hand_sdf",) + tuple(key), {})
     stale = "guess" not in state or step - state["step"] >= config.hand_sdf_refresh
     if stale or state["guess"].shape != points.shape[:2]:
-        values, guess = mesh_signed_distance(points, verts, faces, max_distance=config.hand_sdf_margin,
-                                             return_faces=True, truncate=config.hand_sdf_truncate)
+        found = [mesh_signed_distance(p, v, faces, max_distance=config.hand_sdf_margin, return_faces=True,
+                                      truncate=config.hand_sdf_truncate)
+                 for p, v in zip(points.chunk(blocks), verts.chunk(blocks))]
+        values, guess = (found[0] if blocks == 1 else
+                         (torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])))
         if "neighbourhoods" not in state:
             state["neighbourhoods"] = face_neighbourhoods(faces, verts.shape[1])
         # Points farther outside than the margin cannot reach the hand before the next refresh
@@ -337,7 +347,7 @@ def compute_terms(
                     hand_in_object = object_sdf(ev.sdf, m.vertices, rotation, translation, scale)
                 if "collision" in terms:
                     object_in_hand = hand_signed_distance(e.layer, m.vertices, placed, config,
-                                                          tracking, key=(hand_index, object_index))
+                                                          tracking, key=(hand_index, object_index), blocks=candidates)
                     collision = collision + L.collision_loss(per(hand_in_object)) + L.collision_loss(
                         per(object_in_hand))
                 if "local" in terms:
@@ -393,11 +403,12 @@ def run_stage(hands, hand_evidence, objects, object_evidence_list, K, image_size
         values = compute_terms(hands, hand_evidence, objects, object_evidence_list, K, image_size, terms, config,
                                tracking)
         # candidates are independent: the sum over them gives each its own gradient
-        total = sum(config.weights[t] * v for t, v in values.items()).sum()
+        per_candidate = sum(config.weights[t] * v for t, v in values.items())
+        total = per_candidate.sum()
         total.backward()
-        for t, v in values.items():
-            history[t].append(config.weights[t] * v.detach().sum())
-        history["total"].append(total.detach())
+        for t, v in values.items():  # (K,) per step; summed over candidates at the end
+            history[t].append(config.weights[t] * v.detach())
+        history["total"].append(per_candidate.detach())
         if (step + 1) % check_every == 0 or step == steps - 1:
             # one host read per check (every 25 steps): the loss and every parameter at once
             finite_now = torch.stack([torch.isfinite(total.detach())] + [torch.isfinite(p).all() for p in params])
@@ -409,9 +420,10 @@ def run_stage(hands, hand_evidence, objects, object_evidence_list, K, image_size
                 break
             snapshot = [p.detach().clone() for p in params]
         optimiser.step()
-    hist = {t: torch.stack(v).tolist() if v else [] for t, v in history.items()}
+    stacked = {t: torch.stack(v) for t, v in history.items() if v}  # (steps, K)
+    hist = {t: stacked[t].sum(-1).tolist() if t in stacked else [] for t in history}
     final = {t: v[-1] for t, v in hist.items() if v}
-    return StageOutcome(hist, final, finite)
+    return StageOutcome(hist, final, finite, {t: v.T.tolist() for t, v in stacked.items()})
 
 
 def hand_state(params: HandParameters, layer: nn.Module) -> HandState:
@@ -576,6 +588,7 @@ def fit_hands_and_objects(
     image_size: tuple[int, int],
     config: FitConfig,
     joint: bool = True,
+    clips: int = 1,
 ) -> tuple[list[HandParameters], list[ObjectParameters], dict]:
     """Independent composition (joint=False) or the two-stage joint fit (joint=True).
 
@@ -586,13 +599,20 @@ def fit_hands_and_objects(
     Joint: stage 1 over all K candidates side by side, the full objective picks one
     (`choose_candidate`), stage 2 on it. Returns parameters and a report with loss
     histories, final losses, flags and the candidates' scores.
+
+    clips > 1: that many clips side by side (hodata.fitting.batched): evidence, K (B * T, 3, 3),
+    image_size (B, 2) and object_init (B * T rows) hold B clips' blocks of T rows, each with its
+    own scales and losses; one candidate per clip. report["per_clip_history"] holds each stage's
+    weighted terms per clip ([B][steps]); the other histories are sums over the clips.
     """
     candidates = _object_candidates(object_init) if joint else 1
+    if clips > 1 and candidates > 1:
+        raise ValueError("object-pose candidates (object_candidates > 1) cannot be fitted with clips side by side")
     # candidate-major rows (K * T); the independent baseline keeps the first candidate
     object_init = [(r if r.dim() == 3 else (r.flatten(0, 1) if joint else r[0]),
                     t if t.dim() == 2 else (t.flatten(0, 1) if joint else t[0])) for r, t in object_init]
     report = {"history": {}, "final": {}, "flags": {}, "seconds": {}}
-    objects = [ObjectParameters(r, t, optimise_scale=config.optimise_object_scale, candidates=candidates)
+    objects = [ObjectParameters(r, t, optimise_scale=config.optimise_object_scale, candidates=candidates * clips)
                for r, t in object_init]
     fitted = list(range(candidates))  # original indices of the candidates fitted side by side
     if candidates > 1:
@@ -608,7 +628,7 @@ def fit_hands_and_objects(
             report["candidates"] = {"chosen": fitted[0], "total": []}
     stage_evidence = ([tile_hand_evidence(e, candidates) for e in hand_evidence],
                       [tile_object_evidence(e, candidates) for e in object_evidence_list])
-    hands = [make_hand_parameters(e, config, candidates) for e in stage_evidence[0]]
+    hands = [make_hand_parameters(e, config, candidates * clips) for e in stage_evidence[0]]
     stages = ([("independent", config.active(INDEPENDENT_HAND_TERMS), config.steps_stage1, False)] if not joint else
               [("stage1", config.active(STAGE1_TERMS), config.steps_stage1, True),
                ("stage2", config.active(STAGE2_TERMS if config.stage2_moves_objects else
@@ -632,6 +652,9 @@ def fit_hands_and_objects(
         report["seconds"][name] = time.perf_counter() - started
         for t, v in outcome.history.items():
             report["history"][f"{name}/{t}"] = v
+        if clips > 1:
+            for t, v in outcome.per_candidate.items():
+                report.setdefault("per_clip_history", {})[f"{name}/{t}"] = v
         report["final"].update(outcome.final)
         finite = finite and outcome.finite
     report["flags"]["nonfinite_optimiser"] = not finite  # flags mark problems (True = bad)

@@ -50,16 +50,25 @@ def object_silhouette_loss(rendered: torch.Tensor, target: torch.Tensor) -> torc
     return sq.sum(dim=(-3, -2, -1)) / kept / frames
 
 
-def hand_v2d_loss(projected: torch.Tensor, target_2d: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def hand_v2d_loss(projected: torch.Tensor, target_2d: torch.Tensor,
+                  image_size: tuple[int, int] | torch.Tensor) -> torch.Tensor:
     """Projected hand vertices L_v2d (paper Eq. 4).
 
     projected, target_2d: (..., T, V, 2) pixels. Coordinates are divided by max(H, W) and the
     squared error is averaged over frames, vertices and both coordinates (reference) -> (...).
+    image_size: (H, W), or a tensor (..., 2) of one (H, W) per leading index (clips of
+    different image sizes fitted side by side, hodata.fitting.batched).
     """
     if projected.shape[-1] != 2 or projected.shape[-3:] != target_2d.shape[-3:]:
         raise ValueError(f"v2d: projected {tuple(projected.shape)} and target {tuple(target_2d.shape)} "
                          "must both be (..., T, V, 2)")
-    norm = float(max(image_size))
+    if torch.is_tensor(image_size):
+        if image_size.shape != projected.shape[:-3] + (2,):
+            raise ValueError(f"v2d: image sizes {tuple(image_size.shape)} must be (..., 2) for the leading dims of "
+                             f"{tuple(projected.shape)}")
+        norm = image_size.amax(-1).to(projected)[..., None, None, None]
+    else:
+        norm = float(max(image_size))
     return (((projected - target_2d) / norm) ** 2).mean(dim=(-3, -2, -1))
 
 

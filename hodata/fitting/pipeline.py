@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -16,8 +17,9 @@ from hodata.geometry.sdf import object_sdf
 from hodata.types import Clip, FitResult, HandInit, HandState, ObjectState
 
 from . import quality as Q
-from .joint import FitConfig, HandEvidence, fit_hands_and_objects, hand_state, object_evidence, object_ious, object_state
-from .object_init import ObjectInitConfig, distinct_candidates, initialise_object_pose, silhouette_iou
+from .joint import (FitConfig, HandEvidence, ObjectEvidence, fit_hands_and_objects, hand_state, object_evidence,
+                    object_ious, object_state)
+from .object_init import ObjectInitConfig, ObjectInitResult, distinct_candidates, initialise_object_pose, silhouette_iou
 
 METHODS = ("independent", "joint")
 
@@ -158,35 +160,38 @@ def fill_missing_boxes(boxes: torch.Tensor, known: torch.Tensor) -> torch.Tensor
     return torch.where(known[:, None], boxes, filled)
 
 
-def fit_clip(
+@dataclass
+class PreparedClip:
+    """One clip made ready for the optimiser (`prepare_clip`): its evidence on the device, the
+    object init and the object-pose candidates. `fit_clip` fits it alone; `hodata.fitting.
+    batched` fits several side by side."""
+
+    clip: Clip
+    clip_evidence: ClipEvidence
+    K: torch.Tensor                   # (3, 3) on the device
+    evidence: ObjectEvidence          # the object's ROI cameras and targets
+    hand_evidence: list[HandEvidence]  # one per hand, each with its own copy of the layer
+    init: ObjectInitResult
+    candidate_rotations: torch.Tensor     # (K, T, 3, 3), index 0 the init's choice
+    candidate_translations: torch.Tensor  # (K, T, 3)
+    seen: torch.Tensor                # (T,) bool, frames with object evidence
+    missed: list[str]                 # frame ids without object evidence
+    object_init_s: float
+
+
+def prepare_clip(
     clip: Clip,
     clip_evidence: ClipEvidence,
     object_model,
     hand_layers: dict,
-    config: FitConfig | None = None,
-    init_config: ObjectInitConfig | None = None,
-    methods: tuple[str, ...] = ("joint",),
-    device: str | torch.device = "auto",
+    config: FitConfig,
+    init_config: ObjectInitConfig,
+    device: torch.device,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
-) -> dict[str, FitResult]:
-    """Fit hands and the object of one clip (paper Sec. 3.2-3.3).
-
-    clip: what the clip is (id, frame ids) and its camera (K, image size) — its ground
-    truth, if any, is never read; clip_evidence: the clip's ClipEvidence (object boxes and masks,
-    one HandInit per hand; hodata.evidence providers); object_model: an ObjectModel
-    (hodata.objects) with canonical `vertices`, `faces`, `sdf` and category `dimensions`;
-    hand_layers: side -> fitting hand layer of the active hand model (hodata.handmodel.load,
-    PCA). methods: any of "independent" (composition of separate fits, the paper's baseline)
-    and "joint". The object initialisation is computed once and shared. Returns method ->
-    FitResult, recording the evidence's provenance.
-    """
-    config = config or FitConfig()
-    init_config = init_config or ObjectInitConfig()
-    device = resolve_device(device)
-    for m in methods:
-        if m not in METHODS:
-            raise HodataError(f"unknown fitting method {m!r}; choose from {', '.join(METHODS)}")
+) -> PreparedClip:
+    """Check a clip's evidence, move it to the device, initialise the object (paper Sec. 3.2)
+    and crop its ROI targets: everything `fit_clip` does before the joint fit."""
     if len(clip_evidence) != len(clip):
         raise HodataError(f"clip {clip.clip_id}: evidence of {len(clip_evidence)} frames for {len(clip)} frames")
     if clip_evidence.object_masks is None:
@@ -210,14 +215,13 @@ def fit_clip(
     faces = object_model.faces.to(device)
     sdf = object_model.sdf.to(device, dtype)
     generator = torch.Generator().manual_seed(seed)
-    timings = {}
 
     start = time.perf_counter()
     try:
         init = initialise_object_pose(vertices, faces, K, boxes, masks, init_config, generator=generator)
     except ValueError as exc:  # e.g. a mesh the renderer cannot draw (not closed, inconsistent winding)
         raise HodataError(f"clip {clip.clip_id}: object model {object_model.model_id}: {exc}") from None
-    timings["object_init_s"] = time.perf_counter() - start
+    object_init_s = time.perf_counter() - start
 
     dims = getattr(object_model, "dimensions", None)
     reference_size = float(torch.as_tensor(dims).norm()) if dims is not None and config.optimise_object_scale else None
@@ -235,17 +239,70 @@ def fit_clip(
     # candidates for the joint fit; index 0 is the init's choice (the independent baseline's)
     candidate_rotations, candidate_translations = distinct_candidates(init, vertices, config.object_candidates,
                                                                       config.candidate_min_angle)
+    return PreparedClip(clip, clip_evidence, K, evidence, hand_evidence, init, candidate_rotations,
+                        candidate_translations, seen, missed, object_init_s)
+
+
+def prepared_fit_result(prepared: PreparedClip, hands, objects, report: dict, method: str, config: FitConfig,
+                        fit_s: float) -> FitResult:
+    """The FitResult of a prepared clip from its fitted parameters (`build_fit_result`), with
+    the evidence's provenance and the frames without object evidence."""
+    p = prepared
+    result = build_fit_result(p.clip, hands, objects, report, p.hand_evidence, p.evidence, method, config,
+                              [p.object_init_s, fit_s], object_init=p.init,
+                              hand_scores=[h.scores for h in p.clip_evidence.hands], seen=p.seen)
+    result.evidence = dict(p.clip_evidence.provenance)
+    if p.missed:
+        result.loss_history["frames_without_object_evidence"] = list(p.missed)
+    return result
+
+
+def check_methods(methods: tuple[str, ...]) -> None:
+    for m in methods:
+        if m not in METHODS:
+            raise HodataError(f"unknown fitting method {m!r}; choose from {', '.join(METHODS)}")
+
+
+def fit_clip(
+    clip: Clip,
+    clip_evidence: ClipEvidence,
+    object_model,
+    hand_layers: dict,
+    config: FitConfig | None = None,
+    init_config: ObjectInitConfig | None = None,
+    methods: tuple[str, ...] = ("joint",),
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, FitResult]:
+    """Fit hands and the object of one clip (paper Sec. 3.2-3.3).
+
+    clip: what the clip is (id, frame ids) and its camera (K, image size) — its ground
+    truth, if any, is never read; clip_evidence: the clip's ClipEvidence (object boxes and masks,
+    one HandInit per hand; hodata.evidence providers); object_model: an ObjectModel
+    (hodata.objects) with canonical `vertices`, `faces`, `sdf` and category `dimensions`;
+    hand_layers: side -> fitting hand layer of the active hand model (hodata.handmodel.load,
+    PCA). methods: any of "independent" (composition of separate fits, the paper's baseline)
+    and "joint". The object initialisation is computed once and shared. Returns method ->
+    FitResult, recording the evidence's provenance. Several clips in one batched problem:
+    `hodata.fitting.batched.fit_clips`.
+    """
+    config = config or FitConfig()
+    init_config = init_config or ObjectInitConfig()
+    device = resolve_device(device)
+    check_methods(methods)
+    prepared = prepare_clip(clip, clip_evidence, object_model, hand_layers, config, init_config, device, seed, dtype)
+    return fit_prepared(prepared, config, methods)
+
+
+def fit_prepared(prepared: PreparedClip, config: FitConfig, methods: tuple[str, ...]) -> dict[str, FitResult]:
+    """Fit `methods` on one prepared clip (`prepare_clip`) -> method -> FitResult."""
+    p = prepared
     results = {}
     for method in methods:
         start = time.perf_counter()
-        hands, objects, report = fit_hands_and_objects(hand_evidence, [evidence],
-                                                       [(candidate_rotations, candidate_translations)],
-                                                       K, clip.image_size, config, joint=(method == "joint"))
-        timings[f"{method}_s"] = time.perf_counter() - start
-        results[method] = build_fit_result(clip, hands, objects, report, hand_evidence, evidence, method, config,
-                                           [timings["object_init_s"], timings[f"{method}_s"]], object_init=init,
-                                           hand_scores=[h.scores for h in clip_evidence.hands], seen=seen)
-        results[method].evidence = dict(clip_evidence.provenance)
-        if missed:
-            results[method].loss_history["frames_without_object_evidence"] = missed
+        hands, objects, report = fit_hands_and_objects(p.hand_evidence, [p.evidence],
+                                                       [(p.candidate_rotations, p.candidate_translations)],
+                                                       p.K, p.clip.image_size, config, joint=(method == "joint"))
+        results[method] = prepared_fit_result(p, hands, objects, report, method, config, time.perf_counter() - start)
     return results

@@ -63,8 +63,10 @@ class HandParameters(_RigidParameters):
     """Per-frame rigid pose and PCA articulation of one hand, with a clip-shared scale.
 
     rotation_6d: (K * T, 6); translation: (K * T, 3) = D_hand (the middle MCP joint position);
-    pca_pose: (K * T, k); betas: (10,) shared; log_scale: (K,) so s_hand = exp(log_scale)
-    stays positive. K = `candidates` (1 unless object candidates are fitted side by side).
+    pca_pose: (K * T, k); betas: (10,) shared by every candidate, or (K, 10) one per block
+    (clips fitted side by side, hodata.fitting.batched); log_scale: (K,) so s_hand =
+    exp(log_scale) stays positive. K = `candidates` (1 unless object candidates or several
+    clips are fitted side by side).
     """
 
     def __init__(self, side: str, rotation: torch.Tensor, translation: torch.Tensor, pca_pose: torch.Tensor,
@@ -72,6 +74,8 @@ class HandParameters(_RigidParameters):
         super().__init__()
         if rotation.shape[0] % candidates:
             raise ValueError(f"{rotation.shape[0]} frame rows do not split into {candidates} candidates")
+        if betas.dim() == 2 and betas.shape[0] != candidates:
+            raise ValueError(f"betas {tuple(betas.shape)}: one row per candidate ({candidates}) or one (10,) for all")
         self.side = side
         self.rotation_6d = nn.Parameter(matrix_to_rotation_6d(rotation).clone())
         self.translation = nn.Parameter(translation.clone())
@@ -84,8 +88,9 @@ class HandParameters(_RigidParameters):
         """Candidate k's rows as new single-candidate parameters (copies, detached)."""
         rows = self._rows(k)
         with torch.no_grad():
+            betas = self.betas[k] if self.betas.dim() == 2 else self.betas
             out = HandParameters(self.side, self.rotation[rows], self.translation[rows], self.pca_pose[rows],
-                                 self.betas, optimise_betas=self.betas.requires_grad)
+                                 betas, optimise_betas=self.betas.requires_grad)
             out.log_scale.copy_(self.log_scale[k : k + 1])
         return out
 
@@ -93,7 +98,9 @@ class HandParameters(_RigidParameters):
         """Camera-space vertices and joints (paper Eq. 1) from the hand layer."""
         frames = self.pca_pose.shape[0]
         eye = torch.eye(3, dtype=self.pca_pose.dtype, device=self.pca_pose.device).expand(frames, 3, 3)
-        out = layer(global_orient=eye, hand_pose=self.pca_pose, betas=self.betas.expand(frames, -1))
+        betas = (self.betas.repeat_interleave(frames // self.candidates, 0) if self.betas.dim() == 2
+                 else self.betas.expand(frames, -1))
+        out = layer(global_orient=eye, hand_pose=self.pca_pose, betas=betas)
         centre = out.joints[:, MIDDLE_MCP_JOINT : MIDDLE_MCP_JOINT + 1]
         rotation, scale = self.rotation, self.frame_scale
         vertices = apply_similarity(out.vertices - centre, rotation, self.translation, scale)
@@ -116,13 +123,14 @@ def hand_parameters_from_layer_pose(layer: nn.Module, side: str, global_orient: 
                                     betas: torch.Tensor, transl: torch.Tensor, **kwargs) -> HandParameters:
     """Convert hand-layer inputs (rotation about the wrist, layer translation) to Eq. 1 parameters.
 
-    global_orient: (T, 3, 3); pca_pose: (T, k); betas: (10,); transl: (T, 3). The layer
-    rotates about the root joint, Eq. 1 about the middle MCP joint: D is where that joint
-    lands, and R is unchanged.
+    global_orient: (T, 3, 3); pca_pose: (T, k); betas: (10,), or (K, 10) for K blocks of rows
+    (see HandParameters); transl: (T, 3). The layer rotates about the root joint, Eq. 1 about
+    the middle MCP joint: D is where that joint lands, and R is unchanged.
     """
     frames = pca_pose.shape[0]
+    rows = betas.repeat_interleave(frames // betas.shape[0], 0) if betas.dim() == 2 else betas.expand(frames, -1)
     with torch.no_grad():
-        out = layer(global_orient=global_orient, hand_pose=pca_pose, betas=betas.expand(frames, -1), transl=transl)
+        out = layer(global_orient=global_orient, hand_pose=pca_pose, betas=rows, transl=transl)
         translation = out.joints[:, MIDDLE_MCP_JOINT]
     return HandParameters(side, global_orient, translation, pca_pose, betas, **kwargs)
 
