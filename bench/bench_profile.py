@@ -36,6 +36,20 @@ def op_table(prof, rows: int = 12) -> list[tuple[str, float, int]]:
     return [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in events[:rows]]
 
 
+def _parse_overrides(items: list[str]):
+    """FIELD=VALUE pairs -> (field, value) with booleans, numbers and strings told apart."""
+    for item in items:
+        field, _, raw = item.partition("=")
+        low = raw.lower()
+        if low in ("true", "false"):
+            yield field, low == "true"
+        else:
+            try:
+                yield field, float(raw) if "." in raw else int(raw)
+            except ValueError:
+                yield field, raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--object", default="025_mug")
@@ -46,6 +60,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/_work/profile"))
     parser.add_argument("--mesh-cache", type=Path, default=Path("mesh_cache"))
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--config", action="append", default=[], metavar="FIELD=VALUE",
+                        help="FitConfig override, e.g. stage2_moves_objects=false (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -110,7 +126,8 @@ def main() -> None:
 
     P.initialise_object_pose, J.run_stage = init_wrapper, stage_wrapper
     P.build_fit_result = build_wrapper
-    config = FitConfig(steps_stage1=args.steps, steps_stage2=args.steps, roi_size=128)
+    config = FitConfig(steps_stage1=args.steps, steps_stage2=args.steps, roi_size=128,
+                       **dict(_parse_overrides(args.config)))
     init_config = ObjectInitConfig(n_hypotheses=50)
     try:
         with timed(times, "fit_clip total"):
