@@ -15,7 +15,6 @@ from hodata.app import draw as overlay
 from hodata.cli import app
 from hodata.errors import HodataError
 from hodata.geometry.raster import render_labels, render_shaded
-from hodata.objects import prepare_mesh
 from hodata.shards import ShardWriter
 from hodata.types import FitResult, HandState, ObjectState
 
@@ -34,15 +33,6 @@ def blue_pixels(image: np.ndarray) -> np.ndarray:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """A mesh cache holding a prepared 8 x 5 x 3 cm box (asymmetric: rotations show)."""
-    folder = tmp_path_factory.mktemp("meshes")
-    trimesh.creation.box(extents=(0.08, 0.05, 0.03)).export(folder / "box.ply")
-    result = prepare_mesh(folder / "box.ply", folder / "cache", target_vertices=300, model_id=MODEL_ID)
-    assert result.status == "prepared", result.error
-    return folder / "cache"
 
 
 @pytest.fixture(scope="module")

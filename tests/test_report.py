@@ -13,13 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import trimesh
 from typer.testing import CliRunner
 
 from hodata import handmodel
 from hodata.app import report as rp
 from hodata.cli import app
-from hodata.objects import prepare_mesh
 from hodata.shards import ShardWriter
 from hodata.types import FitResult, HandState, ObjectState
 
@@ -39,14 +37,6 @@ CLIPS = {
     },
 }
 
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("meshes")
-    trimesh.creation.box(extents=(0.08, 0.05, 0.03)).export(folder / "box.ply")
-    result = prepare_mesh(folder / "box.ply", folder / "cache", target_vertices=300, model_id=MODEL_ID)
-    assert result.status == "prepared", result.error
-    return folder / "cache"
 
 
 def make_fit(clip_id: str, T: int, method: str, model_id: str = MODEL_ID) -> FitResult:
