@@ -185,6 +185,15 @@ def _rotation_error_deg(pred, gt):
     return geodesic_distance(pred.rotation.to(torch.float64), gt.rotation.to(torch.float64)) * (180.0 / math.pi)
 
 
+def _depth_errors(hand_pred, hand_gt, object_pred, object_gt) -> dict:
+    """Signed depth errors (cm, mean over frames) of the hand centroid, alone and relative to the object."""
+    hand_dz = hand_pred.mean(1)[:, 2] - hand_gt.mean(1)[:, 2]
+    object_dz = object_pred.mean(1)[:, 2].to(hand_dz) - object_gt.mean(1)[:, 2].to(hand_dz)
+    return {"hand_depth_cm": float(hand_dz.mean()) * 100.0,
+            "hand_relative_depth_cm": float((hand_dz - object_dz).mean()) * 100.0,
+            "hand_centroid_cm": float((hand_pred.mean(1) - hand_gt.mean(1)).norm(dim=-1).mean()) * 100.0}
+
+
 def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: dict, init_config: dict,
               methods: tuple[str, ...], seed: int) -> dict:
     """Worker: fit one scene's clip with every method and measure it -> result dict."""
@@ -251,6 +260,9 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
                                       hand_metrics.vertex_error(fit.hands[0].vertices.to(gt_hand.vertices),
                                                                 gt_hand.vertices).tolist()],
             "object_adds_cm_frames": [float(v) for v in adds_frames.tolist()],
+            # where the hand's error comes from: its centroid along the camera's z axis, alone
+            # and relative to the object's centroid (signed, fit minus truth; + = too far)
+            **_depth_errors(fit.hands[0].vertices.to(gt_hand.vertices), gt_hand.vertices, pred_verts, gt_verts),
             "quality": fit.quality,
         })
         out["methods"][method] = metrics
@@ -266,6 +278,7 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
         "hand_vertex_cm": float(hand_metrics.vertex_error(init_out.vertices, gt_v).mean()) * 100.0,
         "hand_vertex_pa_cm": float(hand_metrics.pa_error(init_out.vertices, gt_v).mean()) * 100.0,
         "hand_joint_st_cm": float(hand_metrics.st_joint_error(init_out.joints, gt_j).mean()) * 100.0,
+        "hand_depth_cm": float((init_out.vertices.mean(1)[:, 2] - gt_v.mean(1)[:, 2]).mean()) * 100.0,
         "frames": len(clip),
     }
     out["seconds"] = time.perf_counter() - start

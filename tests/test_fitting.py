@@ -94,7 +94,7 @@ def test_joint_fit_recovers_object_and_beats_independent_composition(scene, fits
     assert hand_error["joint"] < hand_error["independent"] / 2         # scale-depth ambiguity resolved
     joint = fits["joint"]
     assert joint.losses["mask_iou"] > 0.85 and not joint.flags["nonfinite_optimiser"]
-    assert set(joint.losses) >= {"obj", "v2d", "pca", "scale", "smooth", "centroid", "collision", "local"}
+    assert set(joint.losses) >= {"obj", "v2d", "pca", "scale", "smooth", "centroid", "collision", "local", "occlusion"}
     assert "independent/v2d" in fits["independent"].loss_history and "stage2/collision" in joint.loss_history
     assert joint.hands[0].vertices.shape == gt_hand.shape and joint.hands[0].joints.shape == (len(clip), 21, 3)
     assert joint.hand_init == "simulated" and joint.hands[0].model_name == clip.gt_hands[0].model_name

@@ -11,9 +11,10 @@ fitted side by side, see joint.py) and returns one value per leading index: (...
 
 Departures from the paper, each selectable (FitConfig) and measured in bench/RESULTS.md
 ("Fit mechanisms (issue 9)"): smoothness on accelerations (`acceleration_loss`) instead of
-velocities and a coarse interaction to the object's surface (`surface_interaction_loss`)
-instead of its centroid (both hodata's defaults), and, as an option, a prior of the
-articulation toward the hand init (`init_pose_prior_loss`).
+velocities, a coarse interaction to the object's surface (`surface_interaction_loss`)
+instead of its centroid, a depth order read from the masks (`depth_order_loss`; all three
+hodata's defaults), and, as an option, a prior of the articulation toward the hand init
+(`init_pose_prior_loss`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "local": 1.0,
     "collision": 0.001,
     "pose_init": 0.0,    # not in the paper: FitConfig sets hodata's default
+    "occlusion": 0.0,    # not in the paper: FitConfig sets hodata's default
 }
 
 
@@ -177,13 +179,14 @@ def surface_interaction_loss(hand_sdf: torch.Tensor, active: torch.Tensor) -> to
     hand_sdf: (..., T, P) signed distance (metres) of P hand points to the object; active:
     (..., T) bool, as `coarse_interaction_loss` -> (...). Per frame the gap is the distance of
     the closest of the points to the surface, max(0, min_p SDF); its square is summed over the
-    active frames (the reduction of the centroid term). hodata passes one point, the hand's
-    centroid moved rigidly (articulation detached: the paper's term "only impacts the rigid
-    hand pose"), so the term draws the hand to the surface nearest to where it is instead of
-    to the middle of the object. Not in the paper (issue 9); hodata's default
-    (FitConfig.coarse_mode = "surface"). Measured in bench/RESULTS.md: with P = all hand
-    vertices a fingertip touching the far side satisfies it at a wrong depth (hand error 8 cm
-    on two of six clips), hence the centroid point.
+    active frames (the reduction of the centroid term). The points are moved rigidly
+    (articulation detached: the paper's term "only impacts the rigid hand pose"), so the term
+    draws the hand to the surface nearest to where it is instead of to the middle of the
+    object. Not in the paper (issue 9). hodata's default passes every hand vertex (the closest
+    one touches the object in any grasp; FitConfig.coarse_mode = "contact"); alone, that was
+    met by a fingertip touching the far side at a wrong depth (hand error 8 cm on two of six
+    clips, bench/RESULTS.md), which the depth order from the masks (`depth_order_loss`) now
+    rules out. "surface" passes the hand's centroid alone.
     """
     if hand_sdf.shape[:-1] != active.shape:
         raise ValueError(f"surface interaction: hand_sdf {tuple(hand_sdf.shape)} needs active of shape "
@@ -243,3 +246,31 @@ def local_contact_loss(
         outside, torch.zeros_like(repulsion), repulsion
     )
     return per_vertex.mean(dim=(-2, -1))
+
+
+def depth_order_loss(depth: torch.Tensor, front_of_other: torch.Tensor, behind: torch.Tensor) -> torch.Tensor:
+    """Depth order from the masks: a point whose pixel shows the other mesh lies behind it.
+
+    depth: (..., T, P) camera z of one mesh's points; front_of_other: (..., T, P) the other
+    mesh's nearest depth around each point's pixel (`geometry.depth_order.front_depth_at`, +inf
+    where it has none);
+    behind: (..., T, P) bool, the point's pixel is labelled as the other mesh in the masks
+    (so the other mesh occludes the point there). Per point the violation is
+    max(0, front_of_other - depth) metres, an L1 penalty (a mislabelled pixel costs at most its
+    gap, not its square); averaged over the P points and summed over frames (the coarse term's
+    frame reduction) -> (...).
+
+    Not in the paper (issue 9). Silhouettes, 2D keypoints and contact leave the hand free to
+    sit in front of the object or behind it at the same image position (measured: the joint
+    fit's hand error on the robustness benchmark was its depth relative to the object, -7 to
+    +3 cm); which of the two occludes the other where their masks meet fixes that order.
+    hodata applies it both ways: hand points on object pixels behind the object's front, and
+    object points on hand pixels behind the hand's front.
+    """
+    if depth.shape != front_of_other.shape or depth.shape != behind.shape:
+        raise ValueError(f"depth order: depth {tuple(depth.shape)}, front_of_other {tuple(front_of_other.shape)} "
+                         f"and behind {tuple(behind.shape)} must have one shape")
+    valid = behind & torch.isfinite(front_of_other)
+    front = torch.where(valid, front_of_other, depth.detach())
+    gap = torch.where(valid, torch.relu(front - depth), torch.zeros_like(depth))
+    return gap.mean(-1).sum(-1)

@@ -1,0 +1,101 @@
+"""Depth order from the masks: vertex depth grids, eroded labels and the loss (issue 9)."""
+
+import itertools
+
+import pytest
+import torch
+
+from hodata.fitting import losses as L
+from hodata.geometry.depth_order import (cached_eroded_labels, eroded_labels, front_depth_at, front_depth_grid,
+                                         label_at, mean_edge_pixels)
+
+
+def brute_front(points_px, vertex_px, vertex_z, cell, grid):
+    """Least depth of the vertices whose cell is within one cell of the point's cell, by loops."""
+    out = torch.full(points_px.shape[:2], float("inf"), dtype=vertex_z.dtype)
+    for b in range(points_px.shape[0]):
+        vc = torch.floor(vertex_px[b] / cell[b]).long()
+        for q in range(points_px.shape[1]):
+            pc = torch.floor(points_px[b, q] / cell[b]).long()
+            if not ((pc >= 0) & (pc < grid)).all():
+                continue
+            best = float("inf")
+            for v in range(vertex_px.shape[1]):
+                if ((vc[v] >= 0) & (vc[v] < grid)).all() and (vc[v] - pc).abs().max() <= 1:
+                    best = min(best, float(vertex_z[b, v]))
+            out[b, q] = best
+    return out
+
+
+def test_front_depth_grid_equals_the_least_depth_of_the_neighbouring_cells_by_brute_force():
+    g = torch.Generator().manual_seed(0)
+    vertex_px = torch.rand(2, 40, 2, generator=g, dtype=torch.float64) * 36 - 2  # some outside
+    vertex_z = torch.rand(2, 40, generator=g, dtype=torch.float64) + 0.3
+    points_px = torch.rand(2, 30, 2, generator=g, dtype=torch.float64) * 36 - 2
+    cell = torch.tensor([4.0, 6.5], dtype=torch.float64)
+    grid = 8
+    fast = front_depth_at(front_depth_grid(vertex_px, vertex_z, cell, grid), points_px, cell)
+    slow = brute_front(points_px, vertex_px, vertex_z, cell, grid)
+    assert torch.equal(torch.isinf(fast), torch.isinf(slow))
+    finite = torch.isfinite(slow)
+    assert finite.sum() > 10 and torch.isinf(slow).sum() > 0  # both cases exercised
+    assert torch.allclose(fast[finite], slow[finite], atol=0.0)
+
+
+def test_front_depth_passes_its_gradient_to_the_nearest_vertex_only():
+    vertex_px = torch.tensor([[[5.0, 5.0], [6.0, 5.0], [30.0, 30.0]]], dtype=torch.float64)
+    vertex_z = torch.tensor([[0.5, 0.4, 0.1]], dtype=torch.float64, requires_grad=True)
+    cell = torch.tensor([4.0], dtype=torch.float64)
+    front = front_depth_at(front_depth_grid(vertex_px, vertex_z, cell, 10), torch.tensor([[[7.0, 7.0]]]).double(),
+                           cell)
+    assert float(front.detach()) == pytest.approx(0.4)  # the far-away vertex at z 0.1 is not a neighbour
+    front.sum().backward()
+    assert vertex_z.grad.tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_mean_edge_pixels_of_a_unit_grid_square():
+    pixels = torch.tensor([[[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]])
+    faces = torch.tensor([[0, 1, 2]])
+    assert float(mean_edge_pixels(pixels, faces)) == pytest.approx((3 + 5 + 4) / 3)
+    with pytest.raises(ValueError, match="pixels must be"):
+        mean_edge_pixels(pixels[0], faces)
+
+
+def test_eroded_labels_keep_a_pixel_only_when_its_whole_window_has_the_label():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(-1, 2, (2, 12, 12), generator=g).float()
+    target[0, 2:9, 3:10] = 1.0
+    target[1, 4:11, 1:8] = -1.0
+    obj, hand = eroded_labels(target, 1)
+    for b, i, j in itertools.product(range(2), range(12), range(12)):
+        window = target[b, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2]
+        assert bool(obj[b, i, j]) == bool((window > 0.5).all())
+        assert bool(hand[b, i, j]) == bool((window < -0.5).all())
+    assert obj[0].sum() >= 5 * 5 and hand[1].sum() >= 5 * 5
+    same = cached_eroded_labels(target, 1)
+    assert cached_eroded_labels(target, 1) is same
+    target[0, 5, 5] = 0.0  # edited in place: eroded again
+    assert not cached_eroded_labels(target, 1)[0][0, 5, 5]
+
+
+def test_label_at_reads_the_nearest_pixel_and_false_outside():
+    labels = torch.zeros(1, 4, 4, dtype=torch.bool)
+    labels[0, 1, 2] = True  # row y = 1, column x = 2
+    pixels = torch.tensor([[[2.2, 0.9], [1.0, 2.0], [-0.6, 1.0], [4.6, 1.0]]])
+    assert label_at(labels, pixels).tolist() == [[True, False, False, False]]
+
+
+def test_depth_order_loss_penalises_only_points_in_front_of_what_occludes_them():
+    depth = torch.tensor([[[0.50, 0.45, 0.60, 0.40]]], requires_grad=True)
+    front = torch.tensor([[[0.48, 0.48, float("inf"), 0.48]]])
+    behind = torch.tensor([[[True, True, True, False]]])
+    # point 0 lies behind the other mesh's front (ok); point 1 3 cm in front of it (violation);
+    # point 2 has no other mesh around it; point 3 is not seen behind anything
+    value = L.depth_order_loss(depth, front, behind)
+    assert value.shape == (1,)
+    assert float(value.detach()) == pytest.approx(0.03 / 4)
+    value.sum().backward()
+    assert torch.allclose(depth.grad, torch.tensor([[[0.0, -0.25, 0.0, 0.0]]]))
+    assert torch.isfinite(depth.grad).all()
+    with pytest.raises(ValueError, match="one shape"):
+        L.depth_order_loss(depth, front[..., :2], behind)
