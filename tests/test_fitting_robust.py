@@ -148,11 +148,9 @@ def test_a_bottle_whose_silhouette_init_swaps_its_ends_ends_near_the_truth_after
     init = initialise_object_pose(model.vertices, model.faces, clip.K, clip.object_boxes, clip.object_masks,
                                   _init_config(), generator=torch.Generator().manual_seed(0))
     assert rotation_error_up_to_symmetry(init.rotation, truth, symmetries) > 150  # silhouette-only: ends swapped
-    # coarse_mode="surface": with hodata's default "contact" term the full objective picks the
-    # swapped candidate on this clip (167 deg; bench/RESULTS.md "Depth order from the masks"):
-    # there the hand's centroid-to-surface gap is what separates the two ends, on a generator
-    # that centres the object on the palm
-    config = FitConfig(steps_stage1=60, steps_stage2=20, roi_size=64, object_candidates=4, coarse_mode="surface")
+    # with coarse_mode="contact" the full objective picks the swapped candidate here (167 deg;
+    # bench/RESULTS.md "Depth order from the masks")
+    config = FitConfig(steps_stage1=60, steps_stage2=20, roi_size=64, object_candidates=4)
     evidence = gt_clip_evidence(clip, lambda _: bottle["inits"])
     fits = fit_clip(clip, evidence, model, bottle["layers"], config, _init_config(),
                     methods=("independent", "joint"), device="cpu", seed=0)

@@ -93,15 +93,16 @@ class FitConfig:
     # object moving ~1 cm per fitted frame; issue 9, bench/RESULTS.md "Fit mechanisms").
     smooth_mode: str = "acceleration"
     # Coarse interaction (bench/RESULTS.md "Fit mechanisms (issue 9)", "Depth order from the masks"):
-    # "contact" (hodata's default): the hand's closest vertex to the object's surface (object
-    # SDF; rigid hand pose, hand scale detached), a target that holds for every grasp (true
-    # closest vertex 0.8-1.9 mm from the surface in every benchmark scene); with the depth
-    # order (weights["occlusion"]) it can no longer be met by a fingertip on the wrong side.
-    # "surface": the hand's centroid to the surface (the default before the depth order; its
-    # target gap 0 is wrong by the true 0-3.6 cm centroid-surface gap). "surface_far": that,
-    # only while no hand vertex is within 1 cm. "centroid": the paper's term, which on large
-    # objects pulled the hand off its grasp (cracker box / drill 2.38 / 5.21 cm).
-    coarse_mode: str = "contact"
+    # "surface_far" (hodata's default): the hand's centroid to the object's surface (object SDF;
+    # rigid hand pose), only in frames where no hand vertex is yet within the local contact
+    # range (1 cm): it brings a far hand to the object and leaves the near field to local
+    # contact, collision and the depth order (weights["occlusion"]), instead of holding the
+    # centroid at gap 0 where true grasps have 0-3.6 cm. "surface": that in every frame (the
+    # default before the depth order). "contact": the closest hand vertex to the surface.
+    # "centroid": the paper's term, which on large objects pulled the hand off its grasp
+    # (cracker box / drill 2.38 / 5.21 cm). On the 29 benchmark clips held out from the choice:
+    # joint hand 1.88 -> 1.78 cm, wins 23 -> 24 of 29 (contact 1.88, 22).
+    coarse_mode: str = "surface_far"
     # Object-pose candidates (issue 9): the init's best-silhouette motion and its half turns about
     # the model's principal axes (object_init.distinct_candidates). All are first refined on the
     # object's own terms; only those the silhouette cannot rule out, and that place distinct

@@ -182,11 +182,11 @@ def surface_interaction_loss(hand_sdf: torch.Tensor, active: torch.Tensor) -> to
     active frames (the reduction of the centroid term). The points are moved rigidly
     (articulation detached: the paper's term "only impacts the rigid hand pose"), so the term
     draws the hand to the surface nearest to where it is instead of to the middle of the
-    object. Not in the paper (issue 9). hodata's default passes every hand vertex (the closest
-    one touches the object in any grasp; FitConfig.coarse_mode = "contact"); alone, that was
-    met by a fingertip touching the far side at a wrong depth (hand error 8 cm on two of six
-    clips, bench/RESULTS.md), which the depth order from the masks (`depth_order_loss`) now
-    rules out. "surface" passes the hand's centroid alone.
+    object. Not in the paper (issue 9). hodata's default passes the hand's centroid, in the
+    frames where no hand vertex is within the local contact range yet (FitConfig.coarse_mode
+    = "surface_far"; "surface": every frame). With every hand vertex ("contact") it was met by
+    a fingertip touching the far side at a wrong depth (hand error 8 cm on two of six clips,
+    bench/RESULTS.md) until the depth order from the masks (`depth_order_loss`) ruled that out.
     """
     if hand_sdf.shape[:-1] != active.shape:
         raise ValueError(f"surface interaction: hand_sdf {tuple(hand_sdf.shape)} needs active of shape "
