@@ -8,7 +8,7 @@ batch), `--frames` frames each at 640x480, one clip per sequence (stride 1), gro
 boxes and masks, simulated hand init (hodata.evidence.hand_init, seed per clip). Each clip's
 object init (paper Sec. 3.2, `--hypotheses` hypotheses) is computed once and timed on its
 own: it is per clip whatever B (hodata.fitting.batched). Then for every B the joint fit
-(stage 1 + stage 2, hodata's default FitConfig with `--steps1/--steps2`) runs over all clips
+(stage 1 + stage 2, hodata's default FitConfig with `--steps1/--steps2` and one hand start) runs over all clips
 in batches of B (`fit_prepared_clips`), timed with the device synchronised. float32.
 
 Output: one line of settings, the object init time per clip, then one row per B:
@@ -78,7 +78,8 @@ def main() -> None:
         make_synthetic_ho3d(root, sequences=args.clips, frames=args.frames, object_ids=("025_mug",), seed=0,
                             cache_dir=args.mesh_cache)
     ds = HO3DDataset(root, clip_length=args.frames, stride=1, cache_dir=args.mesh_cache)
-    config = FitConfig(steps_stage1=args.steps1, steps_stage2=args.steps2)
+    # one hand start: batched clips refuse several (they are chosen per clip)
+    config = FitConfig(steps_stage1=args.steps1, steps_stage2=args.steps2, hand_starts=("init",))
     init_config = ObjectInitConfig(n_hypotheses=args.hypotheses)
     print(f"device {device}, {len(ds)} clips of {args.frames} frames (640x480, one object), steps "
           f"{args.steps1}+{args.steps2}, object init {args.hypotheses} hypotheses, float32, "

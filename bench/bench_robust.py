@@ -254,6 +254,8 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
             "object_candidate": fit.losses.get("object_candidate"),
             "mask_iou": fit.losses.get("mask_iou"),
             "v2d_px": fit.losses.get("v2d_px"),
+            # the weighted objective at the end of the method's last stage
+            "objective": fit.losses.get("total"),
             "seconds": float(sum(fit.loss_history.get("timings_s", []))),
             # per frame, for the label-quality validation (bench/bench_quality.py)
             "hand_vertex_cm_frames": [float(v) * 100.0 for v in

@@ -33,7 +33,9 @@ runner = CliRunner()
 def _configs(steps1=10, steps2=6):
     init = ObjectInitConfig(n_samples=40, n_hypotheses=4, n_propagate=2, steps_first=8, steps_per_frame=4)
     # hand_sdf_refresh 3: two exact searches of the hand SDF in stage 2 and tracked steps in between
-    return FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=32, hand_sdf_refresh=3), init
+    # one hand start: several are chosen per clip and refused with batched clips
+    return FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=32, hand_sdf_refresh=3,
+                     hand_starts=("init",)), init
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +175,16 @@ def test_object_pose_candidates_are_refused_with_batched_clips(clips):
         fit_clips(clips, replace(config, object_candidates=4), init, ("joint",), device="cpu", batch_clips=4)
 
 
+def test_hand_starts_are_refused_with_batched_clips(clips, dataset, tmp_path):
+    config, init = _configs()
+    with pytest.raises(HodataError, match="hand starts"):
+        fit_clips(clips, replace(config, hand_starts=("init", "fitted")), init, ("joint",), device="cpu", batch_clips=4)
+    root, cache = dataset
+    result = runner.invoke(app, ["fit", "ho3d", "--root", str(root), "--max-clips", "2", "--batch-clips", "2",
+                                 "--mesh-cache", str(cache), "--output", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 2 and "--hand-starts init" in result.output, result.output
+
+
 def test_a_clip_whose_evidence_fails_is_dropped_from_its_batch(clips):
     from hodata.app.fit import fit_clip_batch
 
@@ -199,7 +211,7 @@ def test_fit_cli_batch_clips_writes_the_labels_of_the_unbatched_run(dataset, tmp
     root, cache = dataset
     common = ["fit", "ho3d", "--root", str(root), "--max-clips", "3", "--methods", "joint", "--clip-length", "4",
               "--stride", "1", "--steps1", "4", "--steps2", "3", "--hypotheses", "3", "--roi-size", "32",
-              "--mesh-cache", str(cache), "--no-save-frames", "--device", "cpu"]
+              "--mesh-cache", str(cache), "--no-save-frames", "--device", "cpu", "--hand-starts", "init"]
     alone = runner.invoke(app, common + ["--output", str(tmp_path / "alone")])
     assert alone.exit_code == 0, alone.output
     # batches of 2 over 3 clips: one batch of two, the third fitted at the end
@@ -242,7 +254,8 @@ def test_fit_dataset_batches_clips_by_what_they_share_and_bounds_the_waiting(tmp
 
     clips = [clip("a0", "mug"), clip("b0", "box"), clip("a1", "mug"), clip("c0", "can"), clip("b1", "box", 6),
              clip("d0", "bowl"), clip("d1", "bowl"), clip("e0", "cup"), clip("f0", "plate")]
-    summary = app_fit.fit_dataset(clips, None, None, None, tmp_path / "out", batch_clips=2)
+    summary = app_fit.fit_dataset(clips, None, None, None, tmp_path / "out", batch_clips=2,
+                                  config=FitConfig(hand_starts=("init",)))
     ids = [c.clip_id for c in clips]
     assert sorted(sum(batches, [])) == sorted(ids) and set(summary.failed) == set(ids)  # every clip once
     # a batch holds one object model and frame count; a full group is fitted when it fills
@@ -254,4 +267,5 @@ def test_fit_dataset_batches_clips_by_what_they_share_and_bounds_the_waiting(tmp
     # b0 (box, 4 frames) and b1 (box, 6 frames) never share a batch
     assert not any({"synthetic_b0_0000", "synthetic_b1_0000"} <= set(b) for b in batches)
     with pytest.raises(HodataError, match="--batch-clips"):
-        app_fit.fit_dataset(clips, None, None, None, tmp_path / "out2", batch_clips=2, parallel=object())
+        app_fit.fit_dataset(clips, None, None, None, tmp_path / "out2", batch_clips=2, parallel=object(),
+                            config=FitConfig(hand_starts=("init",)))

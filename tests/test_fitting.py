@@ -178,3 +178,59 @@ def test_translation_from_box_on_the_hull_equals_all_vertices(scene):
     hull = translation_from_box(model.vertices, rotations, box, clip.K, use_hull=True)
     full = translation_from_box(model.vertices, rotations, box, clip.K, use_hull=False)
     assert torch.allclose(hull, full, rtol=0, atol=1e-6)
+
+
+def test_hand_starts_are_the_init_and_the_independent_hand_fit(scene):
+    """start_hands against an independent route: the "fitted" rows equal the independent
+    baseline's hand (fit_hands_and_objects joint=False with as many steps), the "init" rows the
+    init's own parameters."""
+    from hodata.fitting.joint import fit_hands_and_objects, start_hands, tile_hand_evidence
+
+    clip, model = scene["clip"], scene["model"]
+    config = FitConfig(steps_stage1=12, hand_prefit_steps=12)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    hand_evidence = HandEvidence(scene["layers"]["right"], scene["inits"][0])
+    gt = clip.gt_object
+    independent, _, _ = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                              clip.image_size, config, joint=False)
+    at_init = make_hand_parameters(hand_evidence, config)
+    starts = ("init", "fitted")
+    hands = [make_hand_parameters(tile_hand_evidence(hand_evidence, 4), config, 4)]  # 2 object candidates x 2 starts
+    start_hands(hands, [hand_evidence], starts, clip.K, clip.image_size, config)
+    layer = hand_evidence.layer
+    expected = {"init": at_init.meshes(layer).vertices, "fitted": independent[0].meshes(layer).vertices}
+    assert (expected["init"] - expected["fitted"]).norm(dim=-1).mean() > 1e-3  # the two starts differ
+    for c in range(4):
+        got = hands[0].candidate(c).meshes(layer).vertices
+        assert torch.allclose(got, expected[starts[c % 2]], atol=1e-6), c
+
+
+def test_joint_fit_keeps_both_hand_starts_and_picks_by_the_full_objective(scene):
+    from hodata.fitting.joint import fit_hands_and_objects
+
+    clip, model = scene["clip"], scene["model"]
+    config = FitConfig(steps_stage1=10, steps_stage2=4, hand_prefit_steps=10)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    hand_evidence = HandEvidence(scene["layers"]["right"], scene["inits"][0])
+    gt = clip.gt_object
+    hands, objects, report = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)],
+                                                   clip.K, clip.image_size, config)
+    chosen = report["candidates"]
+    assert len(chosen["total"]) == 2 and chosen["hand_start"] == ("init", "fitted")[
+        min(range(2), key=lambda k: chosen["total"][k])]
+    assert chosen["chosen"] == 0 and hands[0].candidates == 1 and objects[0].candidates == 1
+    assert "hand_starts" in report["seconds"]
+    _, _, single = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                         clip.image_size, FitConfig(steps_stage1=10, steps_stage2=4,
+                                                                    hand_starts=("init",)))
+    assert "candidates" not in single and "hand_starts" not in single["seconds"]
+
+
+@pytest.mark.parametrize("starts", [(), ("init", "init"), ("init", "detected")])
+def test_hand_starts_must_be_distinct_known_names(starts):
+    from hodata.errors import HodataError
+
+    with pytest.raises(HodataError, match="hand_starts"):
+        FitConfig(hand_starts=starts)

@@ -285,6 +285,10 @@ def fit_dataset(
     if batch_clips > 1 and config.object_candidates > 1:
         raise HodataError(f"--batch-clips > 1 fits one object pose per clip; object-pose candidates "
                           f"({config.object_candidates}) are refined and chosen per clip: use --batch-clips 1")
+    if batch_clips > 1 and len(config.hand_starts) > 1:
+        raise HodataError(f"--batch-clips > 1 fits one hand start per clip; hand starts "
+                          f"({','.join(config.hand_starts)}) are chosen per clip: use --batch-clips 1, or "
+                          "--hand-starts init to batch")
     if parallel is not None and batch_clips > 1:
         raise HodataError("--batch-clips > 1 fits its batches in this process; it does not combine with --workers "
                           "or --ray (one clip per Ray task): drop one of them")
@@ -347,9 +351,13 @@ def _close_all(writers, raise_first: bool = True) -> None:
         raise first
 
 
-def build_configs(steps1: int, steps2: int, roi_size: int, hypotheses: int, disabled: tuple[str, ...]):
-    """(FitConfig, ObjectInitConfig) from the options commands expose."""
-    config = FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=roi_size, disabled=disabled)
+def build_configs(steps1: int, steps2: int, roi_size: int, hypotheses: int, disabled: tuple[str, ...],
+                  hand_starts: str | None = None):
+    """(FitConfig, ObjectInitConfig) from the options commands expose. hand_starts: comma-separated
+    names (FitConfig.hand_starts; None: the default)."""
+    starts = {} if hand_starts is None else {
+        "hand_starts": tuple(s.strip() for s in hand_starts.split(",") if s.strip())}
+    config = FitConfig(steps_stage1=steps1, steps_stage2=steps2, roi_size=roi_size, disabled=disabled, **starts)
     return config, ObjectInitConfig(n_hypotheses=hypotheses)
 
 

@@ -41,6 +41,7 @@ from .scene import HandParameters, ObjectParameters, hand_parameters_from_layer_
 STAGE1_TERMS = ("obj", "v2d", "pca", "pose_init", "scale", "smooth", "centroid", "occlusion")
 STAGE2_TERMS = STAGE1_TERMS + ("collision", "local")
 INDEPENDENT_HAND_TERMS = ("v2d", "pca")
+HAND_STARTS = ("init", "fitted")  # FitConfig.hand_starts
 
 
 # hodata's weights: the paper's (L.DEFAULT_WEIGHTS) with the smoothness weight for its
@@ -58,6 +59,16 @@ class FitConfig:
 
     steps_stage1: int = 200
     steps_stage2: int = 200
+    # Hand starts kept alive through stage 1 (issue 9): "init", the hand init as given, and
+    # "fitted", that init after the independent baseline's hand-only fit (v2d + pca,
+    # `hand_prefit_steps` steps). With both, every object candidate is fitted from each start
+    # side by side and the full objective picks one for stage 2 (as for object candidates).
+    # Neither start is right everywhere: from the fitted start the joint hand was 0.35 -> 0.47 cm
+    # where the independent fit is already good (from the init: 2.36, the hand slid onto the
+    # object's front), from the init 1.13 cm where the independent fit is 7 cm off in depth
+    # (fitted start: 3.78) (bench/RESULTS.md "Hand starts").
+    hand_starts: tuple[str, ...] = ("init", "fitted")
+    hand_prefit_steps: int = 100
     rotation_lr: float = 0.1
     # The object's rotations start from the init's silhouette fit, refined there at 1e-2: the
     # paper's 0.1 let them jump out of that basin once smoothness no longer froze them (bleach
@@ -152,6 +163,11 @@ class FitConfig:
         if self.coarse_mode not in ("surface", "surface_far", "contact", "centroid"):
             raise HodataError(f"coarse_mode must be 'surface', 'surface_far', 'contact' or 'centroid', "
                               f"got {self.coarse_mode!r}")
+        if not self.hand_starts or any(s not in HAND_STARTS for s in self.hand_starts) or \
+                len(set(self.hand_starts)) != len(self.hand_starts):
+            raise HodataError(f"hand_starts must be distinct names from {HAND_STARTS}, got {self.hand_starts!r}")
+        if self.hand_prefit_steps < 0:
+            raise HodataError(f"hand_prefit_steps must be >= 0, got {self.hand_prefit_steps}")
         if self.object_candidates < 1:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
         if self.candidate_roi_size < 1:
@@ -165,7 +181,7 @@ class FitConfig:
         """The paper's objective (Sec. 3.3, App. C) with hodata's engineering (ROI, tracked SDF)."""
         # weights: the paper's, which have no depth-order term
         settings = dict(smooth_mode="velocity", coarse_mode="centroid", object_candidates=1,
-                        object_rotation_lr=None, weights=dict(L.DEFAULT_WEIGHTS))
+                        hand_starts=("init",), object_rotation_lr=None, weights=dict(L.DEFAULT_WEIGHTS))
         settings.update(overrides)
         return cls(**settings)
 
@@ -601,7 +617,8 @@ def surface_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _select_rows(params, indices: list[int]):
-    """Single- or multi-candidate parameters holding only the candidates `indices`."""
+    """Single- or multi-candidate object parameters holding only the candidates `indices`
+    (an index may repeat: one copy per hand start)."""
     if len(indices) == 1:
         return params.candidate(indices[0])
     parts = [params.candidate(k) for k in indices]
@@ -612,6 +629,30 @@ def _select_rows(params, indices: list[int]):
                                candidates=len(indices))
         out.log_scale.copy_(torch.cat([p.log_scale for p in parts]))
     return out
+
+
+def start_hands(hands: list[HandParameters], hand_evidence: list[HandEvidence], starts: tuple[str, ...], K,
+                image_size, config: FitConfig) -> None:
+    """Set the rows of candidate c of each hand (K = C * S candidates, S = len(starts)) to hand
+    start starts[c % S], in place: "init" leaves the init; "fitted" is the init after the
+    independent baseline's hand-only fit (INDEPENDENT_HAND_TERMS, `hand_prefit_steps` steps),
+    fitted once per hand and copied into every candidate of that start."""
+    for s, start in enumerate(starts):
+        if start == "init":
+            continue
+        for params, evidence in zip(hands, hand_evidence):
+            fitted = make_hand_parameters(evidence, config)
+            run_stage([fitted], [evidence], [], [], K, image_size, config.active(INDEPENDENT_HAND_TERMS),
+                      config.hand_prefit_steps, config, optimise_objects=False)
+            with torch.no_grad():
+                for c in range(s, params.candidates, len(starts)):
+                    rows = params._rows(c)
+                    params.rotation_6d[rows] = fitted.rotation_6d
+                    params.translation[rows] = fitted.translation
+                    params.pca_pose[rows] = fitted.pca_pose
+                    params.log_scale[c] = fitted.log_scale[0]
+                    if params.betas.dim() == 2:
+                        params.betas[c] = fitted.betas
 
 
 def fit_hands_and_objects(
@@ -630,7 +671,8 @@ def fit_hands_and_objects(
     (K, T, 3, 3) and (K, T, 3) in decreasing order of preference by silhouette (every object
     the same K; candidate k of each object goes together). Independent: objects stay at their
     first candidate; hands are fitted alone with v2d + pca (paper Sec. 4.3's baseline).
-    Joint: stage 1 over all K candidates side by side, the full objective picks one
+    Joint: stage 1 over all K candidates side by side, each from every hand start
+    (`FitConfig.hand_starts`, `start_hands`; K * S in all), the full objective picks one
     (`choose_candidate`), stage 2 on it. Returns parameters and a report with loss
     histories, final losses, flags and the candidates' scores.
 
@@ -660,9 +702,20 @@ def fit_hands_and_objects(
         candidates = len(fitted)
         if candidates == 1:  # the silhouette alone ruled the others out: no choice left for stage 2
             report["candidates"] = {"chosen": fitted[0], "total": []}
+    starts = config.hand_starts if joint and hand_evidence else ("init",)
+    if len(starts) > 1:
+        if clips > 1:
+            raise ValueError("hand starts (hand_starts with more than one) cannot be fitted with clips side by side")
+        # candidate c = object candidate c // S from hand start c % S
+        objects = [_select_rows(o, [k for k in range(candidates) for _ in starts]) for o in objects]
+        candidates *= len(starts)
     stage_evidence = ([tile_hand_evidence(e, candidates) for e in hand_evidence],
                       [tile_object_evidence(e, candidates) for e in object_evidence_list])
     hands = [make_hand_parameters(e, config, candidates * clips) for e in stage_evidence[0]]
+    if len(starts) > 1:
+        started = time.perf_counter()
+        start_hands(hands, hand_evidence, starts, K, image_size, config)
+        report["seconds"]["hand_starts"] = time.perf_counter() - started
     stages = ([("independent", config.active(INDEPENDENT_HAND_TERMS), config.steps_stage1, False)] if not joint else
               [("stage1", config.active(STAGE1_TERMS), config.steps_stage1, True),
                ("stage2", config.active(STAGE2_TERMS if config.stage2_moves_objects else
@@ -677,7 +730,8 @@ def fit_hands_and_objects(
             hands = [h.candidate(chosen) for h in hands]
             objects = [o.candidate(chosen) for o in objects]
             stage_evidence = (hand_evidence, object_evidence_list)
-            report["candidates"] = {"chosen": fitted[chosen], "total": totals.tolist(),
+            report["candidates"] = {"chosen": fitted[chosen // len(starts)], "total": totals.tolist(),
+                                    "hand_start": starts[chosen % len(starts)],
                                     **{t: (config.weights[t] * v).tolist() for t, v in values.items()}}
             report["seconds"]["choose"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -51,7 +51,8 @@ def measure_quality_signals(hands: list[HandState], hand_targets: list[torch.Ten
     init's projected vertices, the v2d term's target); obj: the ObjectState of the object
     `evidence` (ObjectEvidence: canonical mesh, SDF, ROI cameras and targets) describes; K
     (3, 3); history: the loss histories (`<stage>/total`, the last stage's gives the
-    convergence); candidate_totals: the object-pose candidates' objective totals (K > 1);
+    convergence); candidate_totals: the objective totals of the object-pose candidates x hand
+    starts (K > 1);
     object_init: the ObjectInitResult (its hypotheses' IoUs give the silhouette's ambiguity
     even with one fitted candidate); hand_scores: per hand (T,) detector confidence or None;
     seen: (T,) bool, frames with object evidence (the IoU of the others is missing, not 0);

@@ -15,7 +15,8 @@ optimiser's record (`hodata.fitting.pipeline.measure_quality_signals` gathers th
     detector_score      [0, 1]              hand detector confidence (1 without a detector)
     loss_change         fraction >= 0       |L_end - L_end-w| / |L_end-w| of the last stage (clip)
     candidate_margin    fraction >= 0       (2nd best - best) / |best| of the joint objective over
-                                            the object-pose candidates (clip; K > 1 only)
+                                            the object-pose candidates x hand starts (clip;
+                                            K > 1 only)
     hypothesis_margin   IoU difference      best init hypothesis IoU - best IoU of a distinct one
                                             (>= min angle away; clip; none distinct: missing)
     hand_scale_log      >= 0                |log s_hand| (scale prior, paper Eq. 6 `scale`)
