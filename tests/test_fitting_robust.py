@@ -183,8 +183,9 @@ def test_distinct_candidates_skip_near_duplicates(bottle):
 def test_joint_fit_with_candidates_keeps_the_one_the_evidence_fits(moving):
     clip, model = moving["clip"], moving["model"]
     # no pruning by the silhouette: both candidates reach the full objective
+    # one hand start: the object candidates alone (hand starts: tests/test_fitting.py)
     config = FitConfig(steps_stage1=5, steps_stage2=2, roi_size=32, object_candidates=2, candidate_steps=2,
-                       candidate_margin=1e9)
+                       candidate_margin=1e9, hand_starts=("init",))
     evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
                                config)
     gt = clip.gt_object
@@ -204,11 +205,21 @@ def test_joint_fit_with_candidates_keeps_the_one_the_evidence_fits(moving):
     assert objects[0].rotation.shape == (len(clip), 3, 3) and objects[0].candidates == 1
     assert hands[0].pca_pose.shape[0] == len(clip) and "stage2/collision" in report["history"]
     assert rotation_angle_between(objects[0].rotation, gt.rotation).max() < 10
+    # with both hand starts: 2 object candidates x 2 starts, the object of the lowest total kept
+    both = replace(config, hand_starts=("init", "fitted"), hand_prefit_steps=5)
+    _, objects, report = fit_hands_and_objects(hand_evidence, [evidence], [(rotations, translations)], clip.K,
+                                               clip.image_size, both)
+    totals = report["candidates"]["total"]
+    best = min(range(4), key=lambda k: totals[k])
+    assert len(totals) == 4 and report["candidates"]["hand_start"] == both.hand_starts[best % 2]
+    assert report["candidates"]["chosen"] == report["candidates_fitted"][best // 2] == 1
+    assert rotation_angle_between(objects[0].rotation, gt.rotation).max() < 10
 
 
 def test_candidates_the_silhouette_rules_out_do_not_reach_the_joint_stage(moving):
     clip, model = moving["clip"], moving["model"]
-    config = FitConfig(steps_stage1=2, steps_stage2=2, roi_size=32, object_candidates=3, candidate_steps=5)
+    config = FitConfig(steps_stage1=2, steps_stage2=2, roi_size=32, object_candidates=3, candidate_steps=5,
+                       hand_starts=("init",))
     evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
                                config)
     gt = clip.gt_object
