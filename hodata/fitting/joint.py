@@ -63,10 +63,10 @@ class FitConfig:
     # "fitted", that init after the independent baseline's hand-only fit (v2d + pca,
     # `hand_prefit_steps` steps). With both, every object candidate is fitted from each start
     # side by side and the full objective picks one for stage 2 (as for object candidates).
-    # Neither start is right everywhere: from the fitted start the joint hand was 0.35 -> 0.47 cm
-    # where the independent fit is already good (from the init: 2.36, the hand slid onto the
-    # object's front), from the init 1.13 cm where the independent fit is 7 cm off in depth
-    # (fitted start: 3.78) (bench/RESULTS.md "Hand starts").
+    # Neither start is right everywhere (bench/RESULTS.md "Hand starts"): where the independent
+    # hand is already good (0.35 cm) the joint hand ended at 0.47 cm from the fitted start and
+    # at 2.36 cm from the init (slid onto the object's front face); where the independent hand is
+    # 7 cm off in depth, 1.13 cm from the init and 3.78 cm from the fitted start.
     hand_starts: tuple[str, ...] = ("init", "fitted")
     hand_prefit_steps: int = 100
     rotation_lr: float = 0.1
