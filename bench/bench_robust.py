@@ -7,9 +7,9 @@
     python bench/bench_robust.py --compare bench/robust_baseline.json after.json
     python bench/bench_robust.py --show bench/robust_baseline.json
 
-Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (44 scenes: 3 nominal replicates,
+Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (46 scenes: 3 nominal replicates,
 each factor varied on its own around the nominal scene, 4 scenes with every factor drawn at
-once), written once under `--work` (default bench/_work/robust, gitignored) and reused while
+once, 2 with a small and a large hand), written once under `--work` (default bench/_work/robust, gitignored) and reused while
 their spec is unchanged. Each scene is one clip of 10 frames at stride 4 read back through the
 real adapter (HO3DDataset, `gt` evidence: boxes from the ground truth, masks from the written
 seg files, which carry the scene's mask noise). Hand init: SimulatedHandEstimator with the
@@ -163,6 +163,17 @@ def _init_worker(nice: int) -> None:
             pass
 
 
+def _same_spec(recorded: dict | None, spec) -> bool:
+    """Whether a scene record was written for `spec`; fields added to SceneSpec after the
+    record was written count at their defaults (the scene they describe is the same)."""
+    from hodata.datasets.synthetic_scenes import SceneSpec
+
+    try:
+        return SceneSpec.from_dict(recorded).to_dict() == spec.to_dict()
+    except (TypeError, AttributeError):
+        return False
+
+
 def build_scene(root: str, spec_dict: dict, image_size: tuple[int, int], cache: str) -> dict:
     """Worker: write one scene (unless its record already matches the spec) -> its record."""
     from hodata.datasets.synthetic_scenes import SCENES_DIR, SceneSpec, scene_version, write_scene
@@ -171,7 +182,7 @@ def build_scene(root: str, spec_dict: dict, image_size: tuple[int, int], cache: 
     path = Path(root) / SCENES_DIR / f"{spec.name}.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if (record.get("spec") == spec.to_dict() and record.get("image_size") == list(image_size)
+        if (_same_spec(record.get("spec"), spec) and record.get("image_size") == list(image_size)
                 and record.get("version", 1) == scene_version(spec)):
             return record
     return write_scene(root, spec, image_size=image_size, cache_dir=cache)
@@ -427,7 +438,8 @@ def _git_commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factors", help="comma-separated factors to run (nominal, motion, size, orientation, grasp, "
-                                          "occlusion, distance, focal, mask_noise, hand_noise, symmetric, all)")
+                                          "occlusion, distance, focal, mask_noise, hand_noise, symmetric, all, "
+                                          "hand_size)")
     parser.add_argument("--clips", help="scene names or prefixes (RB03,RB04), or a count N (the first N selected)")
     parser.add_argument("--steps", type=int, help="steps of each joint-fit stage (default FitConfig's 200)")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",

@@ -11,6 +11,8 @@ import torch
 from hodata.evidence.gt import gt_clip_evidence
 from hodata.fitting import FitConfig, ObjectInitConfig, fit_clip
 from hodata.fitting.joint import (
+    STAGE1_TERMS,
+    STAGE2_TERMS,
     HandEvidence,
     compute_terms,
     make_hand_parameters,
@@ -234,3 +236,39 @@ def test_hand_starts_must_be_distinct_known_names(starts):
 
     with pytest.raises(HodataError, match="hand_starts"):
         FitConfig(hand_starts=starts)
+
+
+def test_hand_size_prior_breaks_the_scale_depth_ambiguity_in_units_of_the_size_spread(scene):
+    # The hand scaled by s about the camera centre projects exactly where it was (v2d cannot
+    # tell the two apart); the hand-size prior does, at ((s - 1) / spread)^2, and the paper's
+    # scale term only at (s - 1)^2.
+    clip = scene["clip"]
+    hand_evidence = HandEvidence(scene["layers"]["right"], scene["inits"][0])
+    s, config = 0.9, FitConfig()
+    near = make_hand_parameters(hand_evidence, config)
+    far = make_hand_parameters(hand_evidence, config)
+    with torch.no_grad():
+        near.translation.mul_(s)
+        near.log_scale.add_(math.log(s))
+    layer = hand_evidence.layer
+    assert torch.allclose(near.meshes(layer).vertices, s * far.meshes(layer).vertices, atol=1e-6)
+    values = {}
+    for name, params in (("near", near), ("far", far)):
+        with torch.no_grad():
+            values[name] = compute_terms([params], [hand_evidence], [], [], clip.K, clip.image_size,
+                                         ("v2d", "scale", "hand_size"), config)
+    assert torch.allclose(values["near"]["v2d"], values["far"]["v2d"], rtol=1e-4, atol=1e-9)
+    assert float(values["far"]["hand_size"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(values["near"]["hand_size"]) == pytest.approx(((s - 1) / 0.07) ** 2, rel=1e-4)
+    assert float(values["near"]["scale"]) == pytest.approx((s - 1) ** 2, rel=1e-4)
+    # a stage-1 prior: stage 2 and the candidate choice leave the depth to contact and collision
+    assert "hand_size" in config.active(STAGE1_TERMS) and "hand_size" not in STAGE2_TERMS
+    assert "hand_size" not in FitConfig.paper().active(STAGE1_TERMS)
+
+
+@pytest.mark.parametrize("spread", [0.0, -0.07])
+def test_hand_scale_spread_must_be_positive(spread):
+    from hodata.errors import HodataError
+
+    with pytest.raises(HodataError, match="hand_scale_spread"):
+        FitConfig(hand_scale_spread=spread)

@@ -1,6 +1,7 @@
 """Each term of Eq. 6: zero where it should be, decreasing when optimised alone, and moving
 only the parameters it should."""
 
+import pytest
 import torch
 
 from hodata.fitting import losses as L
@@ -32,6 +33,11 @@ def test_priors_zero_at_rest():
     assert L.pca_prior_loss(torch.zeros(10, 16)) == 0
     assert L.scale_prior_loss(torch.tensor(0.12), 0.12) == 0
     assert torch.isclose(L.scale_prior_loss(torch.tensor(0.24), 0.12), torch.tensor(1.0))
+    # in units of the category's relative spread: one spread off costs 1
+    assert torch.isclose(L.scale_prior_loss(torch.tensor(1.07), 1.0, spread=0.07), torch.tensor(1.0))
+    assert torch.isclose(L.scale_prior_loss(torch.tensor(0.86), 1.0, spread=0.07), torch.tensor(4.0))
+    with pytest.raises(ValueError, match="spread"):
+        L.scale_prior_loss(torch.tensor(1.0), 1.0, spread=0.0)
     static = torch.randn(1, 50, 3).expand(5, 50, 3)
     assert L.smoothness_loss(static) == 0
     moving = static + torch.arange(5.0)[:, None, None] * torch.tensor([0.01, 0.0, 0.0])

@@ -225,6 +225,32 @@ def test_benchmark_varies_each_factor_on_its_own():
     assert len([s for s in specs if s.factor == "all"]) >= 3
 
 
+def test_hand_size_scenes_come_last_and_set_only_the_size_coefficient():
+    from hodata import handmodel
+    from hodata.datasets.synthetic_scenes import hand_betas
+
+    specs = benchmark_specs()
+    assert [s.name for s in specs[:44]][-1] == "RB43_all"  # earlier names and seeds unchanged
+    sizes = [s for s in specs if s.factor == "hand_size"]
+    assert [s.hand_size for s in sizes] == [-2.0, 2.0] and specs[-2:] == sizes
+    drawn = hand_betas(NOMINAL, np.random.default_rng(5))
+    large = hand_betas(dataclasses.replace(NOMINAL, hand_size=2.0), np.random.default_rng(5))
+    assert large[0] == 2.0 and torch.equal(large[1:], drawn[1:])
+    # betas[0] is the size: +-2 units make the open hand about 10 % larger and smaller
+    layer = handmodel.load(side="right", model="open", use_pca=False, dtype=torch.float64)
+    zeros = torch.zeros(1, 3)
+
+    def spread(b0: float) -> float:
+        betas = torch.zeros(1, 10, dtype=torch.float64)
+        betas[0, 0] = b0
+        v = layer(global_orient=torch.eye(3, dtype=torch.float64)[None], hand_pose=torch.zeros(1, 45, dtype=torch.float64),
+                  betas=betas, transl=zeros.double()).vertices[0]
+        return float((v - v.mean(0)).norm(dim=-1).mean())
+
+    small, mean, big = spread(-2.0), spread(0.0), spread(2.0)
+    assert 1.08 < big / mean < 1.2 and 0.8 < small / mean < 0.92
+
+
 def test_hand_noise_levels_scale_the_estimator_defaults():
     from hodata.evidence.hand_init import SimulatedHandEstimator
 

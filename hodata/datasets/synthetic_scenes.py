@@ -31,7 +31,11 @@ own (the rest stay at the nominal scene, `NOMINAL`):
   `missed_frames`: fitted frames whose object mask is blank, a missed detection). The true
   labels are written beside them (`<SEQ>/seg_true/`), the metas (ground truth) are untouched;
 - hand-init noise (`hand_noise`: a factor on every noise level of
-  `hodata.evidence.hand_init.SimulatedHandEstimator`; not in the files, see `hand_noise_kwargs`).
+  `hodata.evidence.hand_init.SimulatedHandEstimator`; not in the files, see `hand_noise_kwargs`);
+- the hand's size (`hand_size`: the first shape coefficient, betas[0], the size component:
+  5 % of the open hand's size per unit, about one standard deviation; None: drawn with the
+  rest of the shape, each coefficient from N(0, 0.5) clipped to +-1, which spreads the
+  hands' sizes by only 3.2 % over the other scenes, where adult hands spread about 7 %).
 
 `write_scene` writes one spec as one sequence of `FRAMES` frames (one clip of `CLIP_LENGTH`
 frames at stride `STRIDE`) and records the spec and the realised measures in
@@ -94,6 +98,7 @@ class SceneSpec:
     mask_iou: float = 1.0
     missed_frames: int = 0
     hand_noise: float = 1.0
+    hand_size: float | None = None
     seed: int = 0
     move_back: bool = False   # True: a scene too big for the view is moved away (else an error)
 
@@ -127,6 +132,8 @@ class SceneSpec:
             problems.append(f"missed_frames {self.missed_frames} outside [0, {CLIP_LENGTH - 1}]")
         if not 0.0 <= self.hand_noise <= 10.0:
             problems.append(f"hand_noise {self.hand_noise} outside [0, 10]")
+        if self.hand_size is not None and not -3.0 <= self.hand_size <= 3.0:
+            problems.append(f"hand_size {self.hand_size} outside [-3, 3]")
         if problems:
             raise HodataError(f"scene spec {self.name}: " + "; ".join(problems))
 
@@ -341,6 +348,16 @@ def occlusion_fractions(obj_cv: torch.Tensor, obj_faces: torch.Tensor, hand_cv: 
     return 1.0 - both.double() / alone.double().clamp(min=1)
 
 
+def hand_betas(spec: SceneSpec, rng: np.random.Generator, dtype=torch.float64) -> torch.Tensor:
+    """(10,) shape coefficients of the scene's hand: each from N(0, 0.5) clipped to +-1, then
+    betas[0] (size) set to `spec.hand_size` when given (after the draw, so the rest of the
+    scene's random draws are the same as without it)."""
+    betas = torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
+    if spec.hand_size is not None:
+        betas[0] = spec.hand_size
+    return betas
+
+
 def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, model) -> tuple[dict, torch.Tensor]:
     """(make_grasp result, betas) for the spec's grasp type; HodataError if no contact."""
     from hodata.datasets.synthetic import _exact_sdf, make_grasp
@@ -349,7 +366,7 @@ def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, mode
     coeffs = torch.zeros(1, pca_layer.num_pca_comps, dtype=dtype)
     coeffs[0, :4] = torch.as_tensor(rng.normal(0.0, 0.3, size=4), dtype=dtype)
     grasp_pose = pca_layer.pca_to_full_pose(coeffs)[0]
-    betas = torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
+    betas = hand_betas(spec, rng, dtype)
     roll, flip_axis = float(rng.uniform(-math.pi, math.pi)), bool(rng.integers(2))
     fixed = {f: OFF_CLOSURE for f in spec.fingers_off}
     extent = float((model.vertices.amax(0) - model.vertices.amin(0)).min())
@@ -654,7 +671,8 @@ def read_scene_records(root: str | Path) -> dict[str, dict]:
 
 def benchmark_specs(seed: int = 0) -> list[SceneSpec]:
     """The robustness benchmark: nominal replicates, each factor on its own, and scenes with
-    every factor drawn at once from its range (44 scenes)."""
+    every factor drawn at once from its range, and the hand's size (46 scenes; the size scenes
+    come last so the earlier names and seeds stay as they were)."""
     specs: list[SceneSpec] = []
     counter = iter(range(1_000))
 
@@ -697,6 +715,8 @@ def benchmark_specs(seed: int = 0) -> list[SceneSpec]:
             orientation="uniform", occlusion=None, grasp=str(rng.choice(GRASPS)),
             distance_m=float(rng.uniform(0.3, 0.8)), focal_px=float(rng.uniform(500.0, 1400.0)),
             mask_iou=float(rng.uniform(0.75, 1.0)), hand_noise=float(rng.uniform(0.5, 2.0)), move_back=True)
+    for size in (-2.0, 2.0):  # hands 10 % smaller and larger than the mean
+        add("hand_size", f"betas[0] {size:+g}", hand_size=size)
     return specs
 
 
@@ -713,6 +733,7 @@ FACTOR_FIELDS = {
     "mask_noise": ("mask_iou", "missed_frames"),
     "hand_noise": ("hand_noise",),
     "symmetric": ("object_id",),
+    "hand_size": ("hand_size",),
 }
 SYMMETRIC_OBJECTS = ("006_mustard_bottle", "021_bleach_cleanser", "022_windex_bottle")
 __all__ = ["SceneSpec", "NOMINAL", "write_scene", "make_scene_ho3d", "benchmark_specs", "read_scene_records",

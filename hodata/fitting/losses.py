@@ -33,6 +33,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "collision": 0.001,
     "pose_init": 0.0,    # not in the paper: FitConfig sets hodata's default
     "occlusion": 0.0,    # not in the paper: FitConfig sets hodata's default
+    "hand_size": 0.0,    # not in the paper: FitConfig sets hodata's default
 }
 
 
@@ -95,15 +96,20 @@ def init_pose_prior_loss(pca_pose: torch.Tensor, init_pose: torch.Tensor) -> tor
     return ((pca_pose - init_pose) ** 2).mean(dim=(-2, -1))
 
 
-def scale_prior_loss(scale: torch.Tensor, reference: torch.Tensor | float = 1.0) -> torch.Tensor:
+def scale_prior_loss(scale: torch.Tensor, reference: torch.Tensor | float = 1.0,
+                     spread: float = 1.0) -> torch.Tensor:
     """Scale prior L_scale (paper Sec. 3.3, after PHOSA): squared relative deviation of a
-    scale from its category-average value.
+    scale from its category-average value, ((scale - reference) / (reference * spread))^2.
 
     scale: (...) current size (a hand scale factor, or an object's dimension in metres), one
-    per candidate; reference: the category average, same units. Returns (...), elementwise.
+    per candidate; reference: the category average, same units; spread: the category's relative
+    standard deviation, the unit of the deviation (1: the paper's plain relative deviation).
+    Returns (...), elementwise.
     """
+    if not spread > 0:
+        raise ValueError(f"scale prior: spread must be positive, got {spread}")
     reference = torch.as_tensor(reference, dtype=scale.dtype, device=scale.device)
-    return ((scale - reference) / reference) ** 2
+    return ((scale - reference) / (reference * spread)) ** 2
 
 
 def smoothness_loss(vertices: torch.Tensor) -> torch.Tensor:
