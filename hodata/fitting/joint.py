@@ -1,7 +1,8 @@
 """Joint hand-object fitting (paper Sec. 3.3 and Appendix C) and `fit_clip`.
 
 Stage 1 optimises obj + v2d + pca + scale + smooth + centroid (+ hodata's depth order from
-the masks, "occlusion"); stage 2 adds collision and local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D rotations,
+the masks, "occlusion", and its hand-size prior, "hand_size"); stage 2 drops the hand-size
+prior and adds collision and local contact (Appendix C: both for 200 Adam steps; lr 0.1 for PCA pose and 6D rotations,
 0.01 for translations and scales; hodata refines object rotations at 0.01, see FitConfig).
 Any number of hands and objects: interaction terms run over every hand-object pair and
 collision over every ordered pair of meshes.
