@@ -263,6 +263,8 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
             "object_motion_cm": float(moved_pred.mean()),
             "object_motion_gt_cm": float(moved_gt.mean()),
             "object_candidate": fit.losses.get("object_candidate"),
+            # which hand start the full objective chose (FitConfig.hand_starts index)
+            "hand_start": fit.losses.get("hand_start"),
             "mask_iou": fit.losses.get("mask_iou"),
             "v2d_px": fit.losses.get("v2d_px"),
             # the weighted objective at the end of the method's last stage

@@ -159,6 +159,9 @@ def test_a_bottle_whose_silhouette_init_swaps_its_ends_ends_near_the_truth_after
     error = rotation_error_up_to_symmetry(fits["joint"].objects[0].rotation, truth, symmetries)
     assert error < 20, error
     assert fits["joint"].losses["object_candidate"] != 0  # not the init's choice
+    # the chosen hand start is recorded beside it, as an index into config.hand_starts
+    assert fits["joint"].losses["hand_start"] in (0.0, 1.0)
+    assert "hand_start" not in fits["independent"].losses
 
 
 def test_distinct_candidates_skip_near_duplicates(bottle):

@@ -127,6 +127,8 @@ def build_fit_result(clip: Clip, hands, objects, report: dict, hand_evidence, ev
     history = dict(report["history"])
     if "candidates" in report:  # which object-pose candidate the full objective chose (0: the init's)
         losses["object_candidate"] = float(report["candidates"]["chosen"])
+        if "hand_start" in report["candidates"]:  # index into FitConfig.hand_starts (0: the first)
+            losses["hand_start"] = float(config.hand_starts.index(report["candidates"]["hand_start"]))
         history["candidate_total"] = list(report["candidates"]["total"])
     history["mask_iou_per_frame"] = iou.tolist()
     history["v2d_px_per_frame"] = v2d_px.tolist()
