@@ -7,9 +7,9 @@
     python bench/bench_robust.py --compare bench/robust_baseline.json after.json
     python bench/bench_robust.py --show bench/robust_baseline.json
 
-Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (46 scenes: 3 nominal replicates,
+Scenes: `hodata.datasets.synthetic_scenes.benchmark_specs` (48 scenes: 3 nominal replicates,
 each factor varied on its own around the nominal scene, 4 scenes with every factor drawn at
-once, 2 with a small and a large hand), written once under `--work` (default bench/_work/robust, gitignored) and reused while
+once, 2 with a small and a large hand, 2 with the object turning in the hand), written once under `--work` (default bench/_work/robust, gitignored) and reused while
 their spec is unchanged. Each scene is one clip of 10 frames at stride 4 read back through the
 real adapter (HO3DDataset, `gt` evidence: boxes from the ground truth, masks from the written
 seg files, which carry the scene's mask noise). Hand init: SimulatedHandEstimator with the

@@ -45,6 +45,7 @@ SPECS = [
     SceneSpec("OFF", fingers_off=("ring", "little"), seed=15),
     SceneSpec("UPRIGHT", orientation="uniform", occlusion=None, seed=16),
     SceneSpec("NOISY", mask_iou=0.8, missed_frames=1, seed=17),
+    SceneSpec("ROLL", in_hand_roll_deg=10.0, seed=18),
 ]
 
 
@@ -232,7 +233,7 @@ def test_hand_size_scenes_come_last_and_set_only_the_size_coefficient():
     specs = benchmark_specs()
     assert [s.name for s in specs[:44]][-1] == "RB43_all"  # earlier names and seeds unchanged
     sizes = [s for s in specs if s.factor == "hand_size"]
-    assert [s.hand_size for s in sizes] == [-2.0, 2.0] and specs[-2:] == sizes
+    assert [s.hand_size for s in sizes] == [-2.0, 2.0] and specs[44:46] == sizes
     drawn = hand_betas(NOMINAL, np.random.default_rng(5))
     large = hand_betas(dataclasses.replace(NOMINAL, hand_size=2.0), np.random.default_rng(5))
     assert large[0] == 2.0 and torch.equal(large[1:], drawn[1:])
@@ -249,6 +250,29 @@ def test_hand_size_scenes_come_last_and_set_only_the_size_coefficient():
 
     small, mean, big = spread(-2.0), spread(0.0), spread(2.0)
     assert 1.08 < big / mean < 1.2 and 0.8 < small / mean < 0.92
+
+
+def test_grasp_change_turns_the_object_in_the_hand_and_keeps_contact(clips):
+    from hodata.datasets.synthetic_scenes import CONTACT_MM
+
+    clip, model = clips["ROLL"]
+    hand, obj = clip.gt_hands[0], clip.gt_object
+    # the object's rotation in the hand's frame turns by the asked mean angle between fitted frames
+    in_hand = hand.global_orient.transpose(-1, -2) @ obj.rotation
+    angles = geodesic_distance(in_hand[:-1], in_hand[1:]) * 180 / math.pi
+    assert float(angles.mean()) == pytest.approx(10.0, abs=0.5)
+    assert float(angles.max() - angles.min()) > 1.0  # at a varying speed
+    # the fingers close on it afresh: the articulation changes, the grasp touches and does not
+    # enter the object in any fitted frame (exact signed distance of the written meshes)
+    assert float((hand.hand_pose[1:] - hand.hand_pose[:-1]).abs().max()) > 0.01
+    placed = obj.vertices
+    gaps = mesh_signed_distance(hand.vertices, placed, model.faces).amin(-1)
+    assert float(gaps.max()) * 1000 <= CONTACT_MM + 0.5 and float(gaps.min()) * 1000 > -1.5
+    # the rigid scenes keep the hand-object unit: the same scene without the roll
+    rigid = benchmark_specs()
+    assert [s.in_hand_roll_deg for s in rigid if s.factor == "grasp_change"] == [5.0, 10.0]
+    assert all(s.in_hand_roll_deg == 0.0 for s in rigid if s.factor != "grasp_change")
+    assert [s.factor for s in rigid[-2:]] == ["grasp_change"] * 2
 
 
 def test_hand_noise_levels_scale_the_estimator_defaults():

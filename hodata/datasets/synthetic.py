@@ -417,7 +417,8 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
     """Render and write one sequence's frames, metas and seg masks (module docstring layout).
 
     layer: full-pose hand layer (float64); model: the ObjectModel of the written model file;
-    grasp: `make_grasp` output; rotations (T, 3, 3), translations (T, 3): the hand frame ->
+    grasp: `make_grasp` output (or one grasp per frame: hand_pose (T, 45), object_rotation
+    (T, 3, 3), object_translation (T, 3)); rotations (T, 3, 3), translations (T, 3): the hand frame ->
     OpenCV camera per frame; K (3, 3) written as camMat; colour: object rgb; background
     (1, H, W, 3). seg_filter(t, object_mask, hand_mask) -> (object_mask, hand_mask), when
     given, perturbs the written train seg masks (simulated detections); the true labels then
@@ -442,7 +443,7 @@ def write_sequence(root: Path, split: str, seq: str, layer, model, object_id: st
     # Camera (OpenCV) then OpenGL parameters; everything rendered is rebuilt from the stored
     # float32 values through the same path as the adapter.
     obj_rot_cv = rotations @ grasp["object_rotation"]
-    obj_trans_cv = (rotations @ grasp["object_translation"][:, None])[..., 0] + translations
+    obj_trans_cv = (rotations @ grasp["object_translation"][..., None])[..., 0] + translations
     if len(extra_hands) > 1 or any(h["side"] == hand_side for h in extra_hands):
         raise HodataError("write_sequence: at most one extra hand, of the other side")
     eye = torch.eye(3, dtype=dtype).expand(frames, 3, 3)

@@ -32,6 +32,10 @@ own (the rest stay at the nominal scene, `NOMINAL`):
   labels are written beside them (`<SEQ>/seg_true/`), the metas (ground truth) are untouched;
 - hand-init noise (`hand_noise`: a factor on every noise level of
   `hodata.evidence.hand_init.SimulatedHandEstimator`; not in the files, see `hand_noise_kwargs`);
+- the grasp changing in the hand (`in_hand_roll_deg`: the object turns about its long axis
+  relative to the hand, this mean angle between fitted frames, with the fingers closing on
+  it again in every frame, as when a held bottle is turned to read its label; 0: the hand and
+  object move as one rigid unit, as in every other scene);
 - the hand's size (`hand_size`: the first shape coefficient, betas[0], the size component:
   5 % of the open hand's size per unit, about one standard deviation; None: drawn with the
   rest of the shape, each coefficient from N(0, 0.5) clipped to +-1, which spreads the
@@ -99,6 +103,7 @@ class SceneSpec:
     missed_frames: int = 0
     hand_noise: float = 1.0
     hand_size: float | None = None
+    in_hand_roll_deg: float = 0.0
     seed: int = 0
     move_back: bool = False   # True: a scene too big for the view is moved away (else an error)
 
@@ -134,6 +139,8 @@ class SceneSpec:
             problems.append(f"hand_noise {self.hand_noise} outside [0, 10]")
         if self.hand_size is not None and not -3.0 <= self.hand_size <= 3.0:
             problems.append(f"hand_size {self.hand_size} outside [-3, 3]")
+        if not 0.0 <= self.in_hand_roll_deg <= 30.0:
+            problems.append(f"in_hand_roll_deg {self.in_hand_roll_deg} outside [0, 30]")
         if problems:
             raise HodataError(f"scene spec {self.name}: " + "; ".join(problems))
 
@@ -383,6 +390,7 @@ def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, mode
         grasp = make_grasp(layer, model, grasp_pose, roll=roll, flip_axis=flip_axis, betas=betas,
                            fixed_closure=fixed, **option)
         grasp["options"] = {**option, "fixed_closure": fixed}
+        grasp["made_with"] = {"grasp_pose": grasp_pose, "roll": roll, "flip_axis": flip_axis}
         if spec.grasp != "pinch":
             best = (0.0, grasp)
             break
@@ -403,6 +411,38 @@ def _grasp_for(spec: SceneSpec, rng: np.random.Generator, layer, pca_layer, mode
     return grasp, betas
 
 
+def in_hand_rolls(frames: int, mean_deg: float, stride: int = STRIDE) -> np.ndarray:
+    """Roll offsets (T,) radians of the object in the hand, 0 at frame 0, turning one way with a
+    speed that varies by +-35 % along the clip (period 30 frames), scaled so the mean turn between
+    fitted frames (`fitted_pairs`) is `mean_deg`."""
+    t = np.arange(frames, dtype=np.float64)
+    steps = 1.0 + 0.35 * np.sin(2 * math.pi * t / 30.0)
+    rolls = np.concatenate([[0.0], np.cumsum(steps[:-1])])
+    pairs = fitted_pairs(frames, stride)
+    if not pairs or mean_deg <= 0:
+        return np.zeros(frames)
+    return rolls * math.radians(mean_deg) / np.mean([rolls[b] - rolls[a] for a, b in pairs])
+
+
+def _rolled_grasps(grasp: dict, rolls: np.ndarray, layer, model, betas: torch.Tensor) -> dict:
+    """The grasp again in every frame with the object turned by rolls[t] more about its long axis
+    (fingers closing on it afresh): per-frame hand_pose (T, 45), object_rotation (T, 3, 3),
+    object_translation (T, 3), hand_vertices (T, V, 3), joints (T, 21, 3); min_clearance is the
+    worst frame's (the grasp must touch in every frame)."""
+    from hodata.datasets.synthetic import make_grasp
+
+    made = grasp["made_with"]
+    options = {k: v for k, v in grasp["options"].items() if k != "fixed_closure"}
+    frames = [make_grasp(layer, model, made["grasp_pose"], roll=made["roll"] + float(r), flip_axis=made["flip_axis"],
+                         betas=betas, fixed_closure=grasp["options"]["fixed_closure"], **options) for r in rolls]
+    out = dict(grasp)
+    for key in ("hand_pose", "object_rotation", "object_translation", "hand_vertices", "joints"):
+        out[key] = torch.stack([f[key] for f in frames])
+    out["min_clearance"] = max(f["min_clearance"] for f in frames)
+    out["closure_per_frame"] = [f["closure"] for f in frames]
+    return out
+
+
 class _Placement:
     """Per-frame hand-frame -> camera transforms of one scene for a base orientation."""
 
@@ -413,20 +453,24 @@ class _Placement:
         self.offsets, self.turns = offsets, turns
         self.K = torch.as_tensor(K)
         self.image_size = image_size
-        self.centroid = obj_hand.mean(0)
+        # per frame (T, 3) when the grasp changes along the clip (obj_hand (T, V, 3))
+        self.centroid = obj_hand.mean(-2)
 
     def transforms(self, base: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """rotations (T, 3, 3), translations (T, 3): x_cam = R x_hand + t, the object centroid at
         centre + offsets[t] and its orientation turns[t] @ base (rotation about the centroid)."""
         rotations = self.turns @ base
-        translations = centre + self.offsets - (rotations @ self.centroid[:, None])[..., 0]
+        translations = centre + self.offsets - (rotations @ self.centroid[..., None])[..., 0]
         return rotations, translations
 
     def posed(self, base: torch.Tensor, centre: torch.Tensor, frames=slice(None)):
         rotations, translations = self.transforms(base, centre)
         rotations, translations = rotations[frames], translations[frames]
-        obj = self.obj_hand @ rotations.transpose(-1, -2) + translations[:, None]
-        hand = self.grasp["hand_vertices"] @ rotations.transpose(-1, -2) + translations[:, None]
+        obj_hand, hand_hand = self.obj_hand, self.grasp["hand_vertices"]
+        if obj_hand.dim() == 3:  # one grasp per frame
+            obj_hand, hand_hand = obj_hand[frames], hand_hand[frames]
+        obj = obj_hand @ rotations.transpose(-1, -2) + translations[:, None]
+        hand = hand_hand @ rotations.transpose(-1, -2) + translations[:, None]
         return obj, hand
 
     def fit_view(self, base: torch.Tensor, lateral: np.ndarray) -> torch.Tensor | None:
@@ -562,13 +606,20 @@ def write_scene(root: str | Path, spec: SceneSpec, image_size: tuple[int, int] =
     K = intrinsics(spec.focal_px, image_size)
 
     grasp, betas = _grasp_for(spec, rng, layer, pca_layer, model)
-    obj_hand = model.vertices @ grasp["object_rotation"].T + grasp["object_translation"]
+    first_rotation = grasp["object_rotation"]
+    if spec.in_hand_roll_deg > 0:
+        grasp = _rolled_grasps(grasp, in_hand_rolls(frames, spec.in_hand_roll_deg), layer, model, betas)
+        if grasp["min_clearance"] * 1000 > CONTACT_MM:
+            raise HodataError(f"scene {spec.name}: the grasp turned in the hand loses the {spec.object_id} in a frame "
+                              f"(nearest hand vertex {grasp['min_clearance'] * 1000:.1f} mm away); change the seed")
+        first_rotation = grasp["object_rotation"][0]
+    obj_hand = model.vertices @ grasp["object_rotation"].transpose(-1, -2) + grasp["object_translation"][..., None, :]
     offsets, turns = object_path(rng, frames, spec.translation_m, spec.rotation_deg)
     placement = _Placement(spec, grasp, obj_hand, model.faces, hand_faces, offsets, turns, K, image_size)
     moved_back = 0.0
     while True:
         try:
-            base, centre, orient_info = _choose_orientation(spec, rng, placement, grasp["object_rotation"])
+            base, centre, orient_info = _choose_orientation(spec, rng, placement, first_rotation)
             break
         except HodataError:
             if not spec.move_back or placement.spec.distance_m > 1.5:
@@ -625,6 +676,10 @@ def write_scene(root: str | Path, spec: SceneSpec, image_size: tuple[int, int] =
             "min_clearance_mm": grasp["min_clearance"] * 1000,
             "finger_clearance_mm": {k: v * 1000 for k, v in grasp["finger_clearance"].items()},
             "closure": grasp["closure"],
+            # the object's turn in the hand between fitted frames (0: a rigid hand-object unit)
+            "in_hand_roll_deg": (float(np.mean([math.degrees(float(geodesic_distance(
+                grasp["object_rotation"][a], grasp["object_rotation"][b]))) for a, b in pairs]))
+                if grasp["object_rotation"].dim() == 3 else 0.0),
             "grasp_options": grasp["options"],
             "object_rotation_frame0": obj_rot[0].tolist(),
             **orient_info,
@@ -671,8 +726,9 @@ def read_scene_records(root: str | Path) -> dict[str, dict]:
 
 def benchmark_specs(seed: int = 0) -> list[SceneSpec]:
     """The robustness benchmark: nominal replicates, each factor on its own, and scenes with
-    every factor drawn at once from its range, and the hand's size (46 scenes; the size scenes
-    come last so the earlier names and seeds stay as they were)."""
+    every factor drawn at once from its range, the hand's size and the grasp changing in the
+    hand (48 scenes; the size and grasp-change scenes come last so the earlier names and seeds
+    stay as they were)."""
     specs: list[SceneSpec] = []
     counter = iter(range(1_000))
 
@@ -717,6 +773,8 @@ def benchmark_specs(seed: int = 0) -> list[SceneSpec]:
             mask_iou=float(rng.uniform(0.75, 1.0)), hand_noise=float(rng.uniform(0.5, 2.0)), move_back=True)
     for size in (-2.0, 2.0):  # hands 10 % smaller and larger than the mean
         add("hand_size", f"betas[0] {size:+g}", hand_size=size)
+    for roll in (5.0, 10.0):  # the grasp changing: the object turning in the hand
+        add("grasp_change", f"roll {roll:g}deg", in_hand_roll_deg=roll)
     return specs
 
 
@@ -734,6 +792,7 @@ FACTOR_FIELDS = {
     "hand_noise": ("hand_noise",),
     "symmetric": ("object_id",),
     "hand_size": ("hand_size",),
+    "grasp_change": ("in_hand_roll_deg",),
 }
 SYMMETRIC_OBJECTS = ("006_mustard_bottle", "021_bleach_cleanser", "022_windex_bottle")
 __all__ = ["SceneSpec", "NOMINAL", "write_scene", "make_scene_ho3d", "benchmark_specs", "read_scene_records",
