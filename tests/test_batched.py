@@ -179,6 +179,8 @@ def test_hand_starts_are_refused_with_batched_clips(clips, dataset, tmp_path):
     config, init = _configs()
     with pytest.raises(HodataError, match="hand starts"):
         fit_clips(clips, replace(config, hand_starts=("init", "fitted")), init, ("joint",), device="cpu", batch_clips=4)
+    with pytest.raises(HodataError, match="hand starts"):  # one start that is not the init, too
+        fit_clips(clips, replace(config, hand_starts=("fitted",)), init, ("joint",), device="cpu", batch_clips=4)
     root, cache = dataset
     result = runner.invoke(app, ["fit", "ho3d", "--root", str(root), "--max-clips", "2", "--batch-clips", "2",
                                  "--mesh-cache", str(cache), "--output", str(tmp_path / "out"), "--device", "cpu"])

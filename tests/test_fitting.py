@@ -208,6 +208,35 @@ def test_hand_starts_are_the_init_and_the_independent_hand_fit(scene):
         assert torch.allclose(got, expected[starts[c % 2]], atol=1e-6), c
 
 
+def test_a_single_fitted_hand_start_is_used(scene):
+    """hand_starts=("fitted",) alone starts the joint fit from the independent baseline's hand
+    (it had been ignored: the hands started at the init)."""
+    from dataclasses import replace
+
+    from hodata.fitting.joint import fit_hands_and_objects
+
+    clip, model = scene["clip"], scene["model"]
+    config = FitConfig(steps_stage1=12, steps_stage2=0, hand_prefit_steps=12)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    hand_evidence = HandEvidence(scene["layers"]["right"], scene["inits"][0])
+    gt = clip.gt_object
+    layer = hand_evidence.layer
+    independent, _, _ = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                              clip.image_size, config, joint=False)
+    no_steps = FitConfig(steps_stage1=0, steps_stage2=0, hand_prefit_steps=12)
+    for starts, expected in ((("fitted",), independent[0]), (("init",), make_hand_parameters(hand_evidence, config))):
+        hands, _, report = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                                 clip.image_size, replace(no_steps, hand_starts=starts))
+        assert torch.allclose(hands[0].meshes(layer).vertices, expected.meshes(layer).vertices, atol=1e-6), starts
+        assert ("hand_starts" in report["seconds"]) == (starts == ("fitted",))
+    # a list (a config read back from JSON) means the same as the tuple
+    hands, _, _ = fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                        clip.image_size, replace(no_steps, hand_starts=["init"]))
+    assert torch.allclose(hands[0].meshes(layer).vertices,
+                          make_hand_parameters(hand_evidence, config).meshes(layer).vertices, atol=1e-6)
+
+
 def test_joint_fit_keeps_both_hand_starts_and_picks_by_the_full_objective(scene):
     from hodata.fitting.joint import fit_hands_and_objects
 

@@ -285,9 +285,9 @@ def fit_dataset(
     if batch_clips > 1 and config.object_candidates > 1:
         raise HodataError(f"--batch-clips > 1 fits one object pose per clip; object-pose candidates "
                           f"({config.object_candidates}) are refined and chosen per clip: use --batch-clips 1")
-    if batch_clips > 1 and len(config.hand_starts) > 1:
-        raise HodataError(f"--batch-clips > 1 fits one hand start per clip; hand starts "
-                          f"({','.join(config.hand_starts)}) are chosen per clip: use --batch-clips 1, or "
+    if batch_clips > 1 and tuple(config.hand_starts) != ("init",):
+        raise HodataError(f"--batch-clips > 1 fits each hand from its init; hand starts "
+                          f"({','.join(config.hand_starts)}) are fitted per clip: use --batch-clips 1, or "
                           "--hand-starts init to batch")
     if parallel is not None and batch_clips > 1:
         raise HodataError("--batch-clips > 1 fits its batches in this process; it does not combine with --workers "

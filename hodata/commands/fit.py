@@ -123,7 +123,7 @@ def fit(
                                     "comma-separated: init (the hand init as given), fitted (that init after the "
                                     "independent hand-only fit). With both, both are fitted through stage 1 and the "
                                     "full objective picks one per clip (1.2-1.3x the joint fit's time). "
-                                    "--batch-clips > 1 takes one: --hand-starts init."),
+                                    "--batch-clips > 1 batches only the init: --hand-starts init."),
     mano_dir: Optional[Path] = typer.Option(None, "--mano-dir", help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl."),
     mesh_cache: Optional[Path] = typer.Option(None, "--mesh-cache", help="Mesh cache folder (default: $HODATA_MESH_CACHE or ./mesh_cache)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N]."),

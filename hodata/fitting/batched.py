@@ -84,8 +84,8 @@ def _check_candidates(config: FitConfig, batch_clips: int) -> None:
     if batch_clips > 1 and config.object_candidates > 1:
         raise HodataError(f"object-pose candidates ({config.object_candidates}) are refined and chosen per clip: "
                           "fit them with batch clips 1, or batch with object_candidates 1")
-    if batch_clips > 1 and len(config.hand_starts) > 1:
-        raise HodataError(f"hand starts {','.join(config.hand_starts)} are chosen per clip: fit them with batch "
+    if batch_clips > 1 and tuple(config.hand_starts) != ("init",):
+        raise HodataError(f"hand starts {','.join(config.hand_starts)} are fitted per clip: fit them with batch "
                           "clips 1, or batch with hand_starts=('init',)")
 
 

@@ -719,17 +719,17 @@ def fit_hands_and_objects(
         candidates = len(fitted)
         if candidates == 1:  # the silhouette alone ruled the others out: no choice left for stage 2
             report["candidates"] = {"chosen": fitted[0], "total": []}
-    starts = config.hand_starts if joint and hand_evidence else ("init",)
+    starts = tuple(config.hand_starts) if joint and hand_evidence else ("init",)
+    if starts != ("init",) and clips > 1:
+        raise ValueError("hand starts other than the init alone cannot be fitted with clips side by side")
     if len(starts) > 1:
-        if clips > 1:
-            raise ValueError("hand starts (hand_starts with more than one) cannot be fitted with clips side by side")
         # candidate c = object candidate c // S from hand start c % S
         objects = [_select_rows(o, [k for k in range(candidates) for _ in starts]) for o in objects]
         candidates *= len(starts)
     stage_evidence = ([tile_hand_evidence(e, candidates) for e in hand_evidence],
                       [tile_object_evidence(e, candidates) for e in object_evidence_list])
     hands = [make_hand_parameters(e, config, candidates * clips) for e in stage_evidence[0]]
-    if len(starts) > 1:
+    if starts != ("init",):  # a single "fitted" start too: the hands leave the init before stage 1
         started = time.perf_counter()
         start_hands(hands, hand_evidence, starts, K, image_size, config)
         report["seconds"]["hand_starts"] = time.perf_counter() - started
