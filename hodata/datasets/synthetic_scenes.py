@@ -37,9 +37,11 @@ own (the rest stay at the nominal scene, `NOMINAL`):
   it again in every frame, as when a held bottle is turned to read its label; 0: the hand and
   object move as one rigid unit, as in every other scene);
 - the hand's size (`hand_size`: the first shape coefficient, betas[0], the size component:
-  5 % of the open hand's size per unit, about one standard deviation; None: drawn with the
-  rest of the shape, each coefficient from N(0, 0.5) clipped to +-1, which spreads the
-  hands' sizes by only 3.2 % over the other scenes, where adult hands spread about 7 %).
+  5 % of the open hand's size per unit; None: drawn with the rest of the shape, from
+  N(0, 1.4) clipped to +-3, so the hands' sizes spread by about 7 % as adult hands do (hand
+  length, women and men pooled). Scene version 3: before it, betas[0] was drawn as the other
+  coefficients, N(0, 0.5) clipped to +-1, which spread the sizes by 3.2 % and let the
+  independent baseline read the hand's depth from its 2D size more exactly than on real hands).
 
 `write_scene` writes one spec as one sequence of `FRAMES` frames (one clip of `CLIP_LENGTH`
 frames at stride `STRIDE`) and records the spec and the realised measures in
@@ -162,8 +164,9 @@ NOMINAL = SceneSpec(name="nominal")
 
 def scene_version(spec: SceneSpec) -> int:
     """Version of the generation of this kind of scene, stored in its record: a cached scene
-    whose record holds another version is stale (2: pinch placements chosen by fingertip gaps)."""
-    return 2 if spec.grasp == "pinch" else 1
+    whose record holds another version is stale (2: pinch placements chosen by fingertip gaps;
+    3: hand sizes drawn with the spread of adult hands, `hand_betas`)."""
+    return 3
 
 
 def hand_noise_kwargs(level: float) -> dict:
@@ -355,11 +358,17 @@ def occlusion_fractions(obj_cv: torch.Tensor, obj_faces: torch.Tensor, hand_cv: 
     return 1.0 - both.double() / alone.double().clamp(min=1)
 
 
+SIZE_SPREAD = 1.4   # standard deviation of the drawn betas[0] (5 % of hand size per unit: ~7 %)
+
+
 def hand_betas(spec: SceneSpec, rng: np.random.Generator, dtype=torch.float64) -> torch.Tensor:
-    """(10,) shape coefficients of the scene's hand: each from N(0, 0.5) clipped to +-1, then
-    betas[0] (size) set to `spec.hand_size` when given (after the draw, so the rest of the
-    scene's random draws are the same as without it)."""
-    betas = torch.as_tensor(np.clip(rng.normal(0.0, 0.5, size=10), -1.0, 1.0), dtype=dtype)
+    """(10,) shape coefficients of the scene's hand: betas[1:] each from N(0, 0.5) clipped to
+    +-1; betas[0] (size) from N(0, SIZE_SPREAD) clipped to +-3 (the same normal draw, scaled), or
+    `spec.hand_size` when given (after the draw, so the rest of the scene's random draws are
+    the same as without it)."""
+    draw = rng.normal(0.0, 0.5, size=10)
+    betas = torch.as_tensor(np.clip(draw, -1.0, 1.0), dtype=dtype)
+    betas[0] = float(np.clip(draw[0] * SIZE_SPREAD / 0.5, -3.0, 3.0))
     if spec.hand_size is not None:
         betas[0] = spec.hand_size
     return betas
