@@ -7,7 +7,7 @@ import torch
 
 from hodata.fitting import losses as L
 from hodata.geometry.depth_order import (cached_eroded_labels, eroded_labels, front_depth_at, front_depth_grid,
-                                         label_at, mean_edge_pixels)
+                                         label_at, mean_edge_pixels, metric_erosion_radii)
 
 
 def brute_front(points_px, vertex_px, vertex_z, cell, grid):
@@ -76,6 +76,55 @@ def test_eroded_labels_keep_a_pixel_only_when_its_whole_window_has_the_label():
     assert cached_eroded_labels(target, 1) is same
     target[0, 5, 5] = 0.0  # edited in place: eroded again
     assert not cached_eroded_labels(target, 1)[0][0, 5, 5]
+
+
+def test_eroded_labels_with_one_radius_per_frame_equal_each_frame_eroded_alone():
+    g = torch.Generator().manual_seed(2)
+    target = torch.randint(-1, 2, (4, 16, 16), generator=g).float()
+    target[:, 3:13, 2:12] = 1.0
+    target[:, 6:10, 5:9] = -1.0
+    radii = (0, 3, 1, 3)
+    obj, hand = eroded_labels(target, radii)
+    for b, r in enumerate(radii):
+        alone = eroded_labels(target[b : b + 1], r)
+        assert torch.equal(obj[b], alone[0][0]) and torch.equal(hand[b], alone[1][0])
+    assert obj[1].sum() < obj[2].sum() < obj[0].sum()  # wider radius, fewer labelled pixels
+    assert cached_eroded_labels(target, radii) is cached_eroded_labels(target, list(radii))
+    assert not torch.equal(cached_eroded_labels(target, radii)[0], cached_eroded_labels(target, 1)[0])
+    with pytest.raises(ValueError, match="3 erosion radii for 4 frames"):
+        eroded_labels(target, (1, 2, 3))
+    with pytest.raises(ValueError, match=">= 0"):
+        eroded_labels(target, (1, -1, 0, 0))
+
+
+def test_metric_erosion_radii_span_the_band_at_the_object_depth():
+    focal = torch.tensor([600.0, 600.0, 1200.0, 100.0])
+    depth = torch.tensor([0.5, 1.0, 0.5, 0.5])
+    # f * 5 mm / z pixels: 6, 3, 12, 1 -> the minimum 2 where the band is narrower
+    assert metric_erosion_radii(0.005, focal, depth, minimum=2) == (6, 3, 12, 2)
+    assert metric_erosion_radii(0.0, focal, depth) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="must both be"):
+        metric_erosion_radii(0.005, focal, depth[:2])
+    with pytest.raises(ValueError, match=">= 0 metres"):
+        metric_erosion_radii(-0.001, focal, depth)
+
+
+def test_the_fit_can_erode_by_a_metric_band_once_per_stage():
+    from hodata.fitting.joint import FitConfig, ObjectEvidence, occlusion_radii
+
+    K_roi = torch.eye(3).repeat(2, 1, 1)
+    K_roi[:, 0, 0] = torch.tensor([400.0, 800.0])
+    evidence = ObjectEvidence(torch.zeros(3, 3), torch.zeros(1, 3, dtype=torch.long), None, K_roi,
+                              torch.zeros(2, 8, 8), None)
+    placed = torch.tensor([0.0, 0.0, 0.4]).expand(2, 5, 3).clone()
+    config = FitConfig(occlusion_erode_m=0.005)
+    tracking = {}
+    assert occlusion_radii(placed, evidence, config, tracking, 0) == (5, 10)  # 400 * 5 mm / 0.4 m
+    # the rest of the stage keeps the radii (no host read per step); a new stage starts afresh
+    assert occlusion_radii(placed * 2, evidence, config, tracking, 0) == (5, 10)
+    assert occlusion_radii(placed * 2, evidence, config, {}, 0) == (2, 5)
+    assert occlusion_radii(placed * 2, evidence, config, None, 0) == (2, 5)
+    assert occlusion_radii(placed, evidence, FitConfig(occlusion_erode=3), {}, 0) == 3  # the default: pixels
 
 
 def test_label_at_reads_the_nearest_pixel_and_false_outside():

@@ -301,3 +301,12 @@ def test_hand_scale_spread_must_be_positive(spread):
 
     with pytest.raises(HodataError, match="hand_scale_spread"):
         FitConfig(hand_scale_spread=spread)
+
+
+@pytest.mark.parametrize("settings", [dict(occlusion_erode=-1), dict(occlusion_erode_m=-0.005),
+                                      dict(occlusion_erode_m=float("nan"))])
+def test_depth_order_erosion_must_not_be_negative(settings):
+    from hodata.errors import HodataError
+
+    with pytest.raises(HodataError, match="occlusion_erode"):
+        FitConfig(**settings)

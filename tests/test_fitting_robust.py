@@ -278,3 +278,31 @@ def test_pooled_silhouette_evidence_lines_up_with_rendering_at_the_lower_resolut
     target[:, 0, 0] = -1
     assert (pooled_evidence(replace(evidence, target=target), 2).target[:, 0, 0] == -1).all()
 
+
+
+def test_a_metric_band_erodes_the_labels_where_hand_points_count_as_hidden(moving):
+    clip, model = moving["clip"], moving["model"]
+    hand_evidence = HandEvidence(moving["layers"]["right"], moving["inits"][0])
+    gt = clip.gt_object
+
+    def occlusion(config, evidence):
+        hand = make_hand_parameters(hand_evidence, config)
+        with torch.no_grad():  # along the viewing rays to 5 cm in front of the object (the init is behind it)
+            hand.translation *= (gt.translation[:, 2:3] - 0.05) / hand.translation[:, 2:3]
+        return compute_terms([hand], [hand_evidence], [ObjectParameters(gt.rotation, gt.translation)], [evidence],
+                             clip.K, clip.image_size, ("occlusion",), config)["occlusion"]
+
+    config = FitConfig(roi_size=32)
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    default = occlusion(config, evidence)
+    assert float(default) > 0  # hand points where the object is shown lie in front of it
+    assert torch.equal(occlusion(replace(config, occlusion_erode_m=0.0), evidence), default)  # below the minimum
+    # a band wider than the object leaves no pixel where a hand point counts as hidden: the value
+    # is that of the same targets without their object labels
+    wide = occlusion(replace(config, occlusion_erode_m=1.0), evidence)
+    no_object = replace(evidence, target=torch.where(evidence.target > 0.5, 0.0, evidence.target))
+    assert torch.allclose(wide, occlusion(config, no_object))
+    assert float(wide) < float(default)
+    # a 3 cm band (about 5 ROI pixels on this sugar box) lies in between
+    assert float(wide) <= float(occlusion(replace(config, occlusion_erode_m=0.03), evidence)) < float(default)

@@ -15,6 +15,7 @@ it); the cell assignment is not.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,25 +34,43 @@ def mean_edge_pixels(pixels: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return (p.index_select(1, start) - p.index_select(1, end)).norm(dim=-1).mean(-1)
 
 
-def eroded_labels(target: torch.Tensor, erode: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _radii(erode, frames: int) -> tuple[int, ...]:
+    """One erosion radius per frame from an int (every frame) or a sequence (one per frame)."""
+    radii = (int(erode),) * frames if isinstance(erode, (int, float)) else tuple(int(r) for r in erode)
+    if len(radii) != frames:
+        raise ValueError(f"eroded_labels: {len(radii)} erosion radii for {frames} frames")
+    if any(r < 0 for r in radii):
+        raise ValueError(f"eroded_labels: erosion radii must be >= 0, got {radii}")
+    return radii
+
+
+def eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """ROI targets (B, S, S) in {-1 hand, 0 background, 1 object} -> (object shown, hand shown),
-    each (B, S, S) bool and eroded by `erode` pixels: a pixel keeps its label when its whole
-    (2 erode + 1)^2 window has it (separable: a row pass, then a column pass)."""
+    each (B, S, S) bool and eroded by `erode` pixels (an int, or one radius per frame): a pixel
+    keeps its label when its whole (2 erode + 1)^2 window has it (separable: a row pass, then
+    a column pass)."""
+    radii = _radii(erode, target.shape[0])
     labels = torch.stack([target > 0.5, target < -0.5], 1).to(torch.float32)  # (B, 2, S, S)
-    if erode > 0:
-        k = 2 * erode + 1
-        labels = -F.max_pool2d(-labels, (1, k), stride=1, padding=(0, erode))
-        labels = -F.max_pool2d(-labels, (k, 1), stride=1, padding=(erode, 0))
-    return labels[:, 0] > 0.5, labels[:, 1] > 0.5
+    out = torch.empty_like(labels)
+    for radius in sorted(set(radii)):  # frames sharing a radius are pooled together
+        rows = [i for i, r in enumerate(radii) if r == radius]
+        chunk = labels[rows]
+        if radius > 0:
+            k = 2 * radius + 1
+            chunk = -F.max_pool2d(-chunk, (1, k), stride=1, padding=(0, radius))
+            chunk = -F.max_pool2d(-chunk, (k, 1), stride=1, padding=(radius, 0))
+        out[rows] = chunk
+    return out[:, 0] > 0.5, out[:, 1] > 0.5
 
 
-_LABEL_CACHE: dict[tuple[int, int], tuple] = {}
+_LABEL_CACHE: dict[tuple, tuple] = {}
 
 
-def cached_eroded_labels(target: torch.Tensor, erode: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`eroded_labels`, once per target tensor (a fit reads the same targets every step; keyed
-    by the tensor's identity and version, so a target edited in place is eroded again)."""
-    key = (id(target), erode)
+def cached_eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`eroded_labels`, once per target tensor and radii (a fit reads the same targets every
+    step; keyed by the tensor's identity and version, so a target edited in place is eroded
+    again)."""
+    key = (id(target), _radii(erode, target.shape[0]))
     hit = _LABEL_CACHE.get(key)
     if hit is not None and hit[0]() is target and hit[1] == target._version:
         return hit[2]
@@ -60,6 +79,24 @@ def cached_eroded_labels(target: torch.Tensor, erode: int) -> tuple[torch.Tensor
         _LABEL_CACHE.clear()
     _LABEL_CACHE[key] = (weakref.ref(target), target._version, labels)
     return labels
+
+
+def metric_erosion_radii(tolerance_m: float, focal_px: torch.Tensor, depth_m: torch.Tensor,
+                         minimum: int = 0) -> tuple[int, ...]:
+    """Erosion radii (one int per frame) that span `tolerance_m` metres at depth `depth_m`.
+
+    focal_px: (B,) focal length of the (ROI) camera in pixels; depth_m: (B,) camera z of the
+    object -> round(f * tolerance / z), at least `minimum`. A fixed pixel radius is a
+    different metric band at every ROI scale; this keeps it a band on the object (one host
+    read: call it once per stage, not per step).
+    """
+    if focal_px.shape != depth_m.shape or focal_px.dim() != 1:
+        raise ValueError(f"metric_erosion_radii: focal_px {tuple(focal_px.shape)} and depth_m "
+                         f"{tuple(depth_m.shape)} must both be (B,)")
+    if not tolerance_m >= 0:
+        raise ValueError(f"metric_erosion_radii: tolerance must be >= 0 metres, got {tolerance_m}")
+    radii = (focal_px.detach() * tolerance_m / depth_m.detach().clamp_min(1e-3)).round()
+    return tuple(max(int(r), int(minimum)) for r in radii.tolist())
 
 
 def label_at(labels: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
