@@ -323,9 +323,9 @@ def occlusion_radii(object_vertices: torch.Tensor, evidence: ObjectEvidence, con
     `config.occlusion_erode_m` metres at the object's depth in each frame's ROI camera.
 
     object_vertices: (K * T, V, 3) the placed object (its centroid's z is the depth). Computed
-    when a stage's first step asks (one host read) and kept in
-    `tracking` for the rest of the stage: the band is a tolerance, it need not follow every
-    step, and the optimiser loop stays free of host round trips. tracking None: every call.
+    at a stage's first step (one host read, as the loop's finite check makes every 25 steps)
+    and kept in `tracking` for the rest of the stage: the band is a tolerance and need not
+    follow every step. tracking None: every call. Off (occlusion_erode_m None): no read.
     """
     if config.occlusion_erode_m is None:
         return config.occlusion_erode
