@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from hodata.fitting import losses as L
-from hodata.geometry.depth_order import (cached_eroded_labels, eroded_labels, front_depth_at, front_depth_grid,
-                                         label_at, mean_edge_pixels, metric_erosion_radii)
+from hodata.geometry.depth_order import (cached_eroded_labels, cached_object_shown_beyond_hand, eroded_labels,
+                                         front_depth_at, front_depth_grid, label_at, mean_edge_pixels,
+                                         metric_erosion_radii, object_shown_beyond_hand)
 
 
 def brute_front(points_px, vertex_px, vertex_z, cell, grid):
@@ -97,6 +98,30 @@ def test_eroded_labels_with_one_radius_per_frame_equal_each_frame_eroded_alone()
         eroded_labels(target, (1, -1, 0, 0))
 
 
+def test_object_shown_beyond_hand_drops_only_the_band_beside_the_hand_by_brute_force():
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(-1, 2, (3, 14, 14), generator=g).float()
+    target[:, 4:11, 3:12] = 1.0  # an object block, so the erosion leaves something
+    target[0, 5:8, 2:5] = -1.0   # a hand overlapping its left side
+    erode, bands = 1, (0, 2, 3)
+    fast = object_shown_beyond_hand(target, erode, bands)
+    shown = eroded_labels(target, erode)[0]
+    for b, band in enumerate(bands):
+        hand = (target[b] < -0.5).nonzero().tolist()
+        for y, x in itertools.product(range(14), range(14)):
+            near = any(max(abs(y - hy), abs(x - hx)) <= band for hy, hx in hand)
+            assert bool(fast[b, y, x]) == (bool(shown[b, y, x]) and not near), (b, y, x)
+    assert (shown & ~fast).any() and fast.any()  # both cases exercised
+    # far from the hand nothing changes: an object with no hand pixels keeps its eroded label
+    alone = torch.zeros(1, 10, 10)
+    alone[0, 2:8, 2:8] = 1.0
+    assert torch.equal(object_shown_beyond_hand(alone, 1, 4), eroded_labels(alone, 1)[0])
+    assert cached_object_shown_beyond_hand(target, erode, bands) is cached_object_shown_beyond_hand(target, erode,
+                                                                                                     bands)
+    with pytest.raises(ValueError, match="radii"):
+        object_shown_beyond_hand(target, 1, (1, 2))
+
+
 def test_metric_erosion_radii_span_the_band_at_the_object_depth():
     focal = torch.tensor([600.0, 600.0, 1200.0, 100.0])
     depth = torch.tensor([0.5, 1.0, 0.5, 0.5])
@@ -124,7 +149,7 @@ def test_the_fit_can_erode_by_a_metric_band_once_per_stage():
     assert occlusion_radii(placed * 2, evidence, config, tracking, 0) == (5, 10)
     assert occlusion_radii(placed * 2, evidence, config, {}, 0) == (2, 5)
     assert occlusion_radii(placed * 2, evidence, config, None, 0) == (2, 5)
-    assert occlusion_radii(placed, evidence, FitConfig(occlusion_erode=3), {}, 0) == 3  # the default: pixels
+    assert occlusion_radii(placed, evidence, FitConfig(occlusion_erode=3, occlusion_erode_m=None), {}, 0) == 3
 
 
 def test_label_at_reads_the_nearest_pixel_and_false_outside():

@@ -310,3 +310,10 @@ def test_depth_order_erosion_must_not_be_negative(settings):
 
     with pytest.raises(HodataError, match="occlusion_erode"):
         FitConfig(**settings)
+
+
+def test_depth_order_band_side_is_checked():
+    from hodata.errors import HodataError
+
+    with pytest.raises(HodataError, match="occlusion_band must be 'edges' or 'hand'"):
+        FitConfig(occlusion_band="both")

@@ -292,17 +292,24 @@ def test_a_metric_band_erodes_the_labels_where_hand_points_count_as_hidden(movin
         return compute_terms([hand], [hand_evidence], [ObjectParameters(gt.rotation, gt.translation)], [evidence],
                              clip.K, clip.image_size, ("occlusion",), config)["occlusion"]
 
-    config = FitConfig(roi_size=32)
+    config = FitConfig(roi_size=32, occlusion_erode_m=None, occlusion_band="edges")
     evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
                                config)
-    default = occlusion(config, evidence)
-    assert float(default) > 0  # hand points where the object is shown lie in front of it
-    assert torch.equal(occlusion(replace(config, occlusion_erode_m=0.0), evidence), default)  # below the minimum
+    pixels = occlusion(config, evidence)
+    assert float(pixels) > 0  # hand points where the object is shown lie in front of it
+    assert torch.equal(occlusion(replace(config, occlusion_erode_m=0.0), evidence), pixels)  # below the minimum
     # a band wider than the object leaves no pixel where a hand point counts as hidden: the value
     # is that of the same targets without their object labels
     wide = occlusion(replace(config, occlusion_erode_m=1.0), evidence)
     no_object = replace(evidence, target=torch.where(evidence.target > 0.5, 0.0, evidence.target))
     assert torch.allclose(wide, occlusion(config, no_object))
-    assert float(wide) < float(default)
+    assert float(wide) < float(pixels)
     # a 3 cm band (about 5 ROI pixels on this sugar box) lies in between
-    assert float(wide) <= float(occlusion(replace(config, occlusion_erode_m=0.03), evidence)) < float(default)
+    assert float(wide) <= float(occlusion(replace(config, occlusion_erode_m=0.03), evidence)) < float(pixels)
+    # cut beside the hand only: the object pixels it drops are a subset of those the erosion
+    # drops (hand pixels are not object pixels), so the value lies between the two; at the
+    # pixel minimum both are the same 2 px erosion
+    edges = occlusion(replace(config, occlusion_erode_m=0.03), evidence)
+    beside = occlusion(replace(config, occlusion_erode_m=0.03, occlusion_band="hand"), evidence)
+    assert float(edges) <= float(beside) <= float(pixels)
+    assert torch.equal(occlusion(replace(config, occlusion_erode_m=0.0, occlusion_band="hand"), evidence), pixels)

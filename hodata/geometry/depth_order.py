@@ -63,22 +63,57 @@ def eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[tor
     return out[:, 0] > 0.5, out[:, 1] > 0.5
 
 
+def object_shown_beyond_hand(target: torch.Tensor, erode: int, band: int | Sequence[int]) -> torch.Tensor:
+    """Object-shown pixels (B, S, S) bool of ROI targets (B, S, S) in {-1 hand, 0 background,
+    1 object}: eroded by `erode` pixels (as `eroded_labels`) and farther than `band` pixels
+    (an int, or one per frame; a square window) from every hand-shown pixel.
+
+    Why only the hand's side: a fitted hand's 2D misfit lands its border vertices on the object
+    pixels beside the hand's mask, where nothing hides them in truth; a finger truly hidden
+    behind the object reaches beyond that band, and one near the object's outer edge stays
+    counted (eroding the object label from every side drops it).
+    """
+    radii = _radii(band, target.shape[0])
+    object_shown = eroded_labels(target, erode)[0]
+    hand = (target < -0.5).to(torch.float32)
+    near_hand = torch.zeros_like(object_shown)
+    for radius in sorted(set(radii)):
+        rows = [i for i, r in enumerate(radii) if r == radius]
+        chunk = hand[rows]
+        if radius > 0:
+            chunk = F.max_pool2d(chunk[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+        near_hand[rows] = chunk > 0.5
+    return object_shown & ~near_hand
+
+
 _LABEL_CACHE: dict[tuple, tuple] = {}
 
 
-def cached_eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`eroded_labels`, once per target tensor and radii (a fit reads the same targets every
-    step; keyed by the tensor's identity and version, so a target edited in place is eroded
-    again)."""
-    key = (id(target), _radii(erode, target.shape[0]))
+def _cached(key: tuple, target: torch.Tensor, compute):
+    """compute() once per target tensor and key (a fit reads the same targets every step;
+    keyed by the tensor's identity and version, so a target edited in place is computed again)."""
+    key = (id(target),) + key
     hit = _LABEL_CACHE.get(key)
     if hit is not None and hit[0]() is target and hit[1] == target._version:
         return hit[2]
-    labels = eroded_labels(target, erode)
+    value = compute()
     if len(_LABEL_CACHE) > 64:
         _LABEL_CACHE.clear()
-    _LABEL_CACHE[key] = (weakref.ref(target), target._version, labels)
-    return labels
+    _LABEL_CACHE[key] = (weakref.ref(target), target._version, value)
+    return value
+
+
+def cached_eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`eroded_labels`, once per target tensor and radii."""
+    radii = _radii(erode, target.shape[0])
+    return _cached(("eroded", radii), target, lambda: eroded_labels(target, radii))
+
+
+def cached_object_shown_beyond_hand(target: torch.Tensor, erode: int, band: int | Sequence[int]) -> torch.Tensor:
+    """`object_shown_beyond_hand`, once per target tensor, erosion and band."""
+    radii = _radii(band, target.shape[0])
+    return _cached(("beyond_hand", int(erode), radii), target,
+                   lambda: object_shown_beyond_hand(target, erode, radii))
 
 
 def metric_erosion_radii(tolerance_m: float, focal_px: torch.Tensor, depth_m: torch.Tensor,
