@@ -38,28 +38,34 @@ def _radii(erode, frames: int) -> tuple[int, ...]:
     """One erosion radius per frame from an int (every frame) or a sequence (one per frame)."""
     radii = (int(erode),) * frames if isinstance(erode, (int, float)) else tuple(int(r) for r in erode)
     if len(radii) != frames:
-        raise ValueError(f"eroded_labels: {len(radii)} erosion radii for {frames} frames")
+        raise ValueError(f"depth-order labels: {len(radii)} erosion radii for {frames} frames")
     if any(r < 0 for r in radii):
-        raise ValueError(f"eroded_labels: erosion radii must be >= 0, got {radii}")
+        raise ValueError(f"depth-order labels: radii must be >= 0, got {radii}")
     return radii
+
+
+def _max_filter(labels: torch.Tensor, radii: tuple[int, ...]) -> torch.Tensor:
+    """Maximum of float labels (B, C, S, S) over each frame's (2 r + 1)^2 window, r = radii[b]
+    (separable: a row pass, then a column pass; frames sharing a radius are pooled together)."""
+    out = torch.empty_like(labels)
+    for radius in sorted(set(radii)):
+        rows = [i for i, r in enumerate(radii) if r == radius]
+        chunk = labels[rows]
+        if radius > 0:
+            k = 2 * radius + 1
+            chunk = F.max_pool2d(chunk, (1, k), stride=1, padding=(0, radius))
+            chunk = F.max_pool2d(chunk, (k, 1), stride=1, padding=(radius, 0))
+        out[rows] = chunk
+    return out
 
 
 def eroded_labels(target: torch.Tensor, erode: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """ROI targets (B, S, S) in {-1 hand, 0 background, 1 object} -> (object shown, hand shown),
     each (B, S, S) bool and eroded by `erode` pixels (an int, or one radius per frame): a pixel
-    keeps its label when its whole (2 erode + 1)^2 window has it (separable: a row pass, then
-    a column pass)."""
+    keeps its label when its whole (2 erode + 1)^2 window has it."""
     radii = _radii(erode, target.shape[0])
     labels = torch.stack([target > 0.5, target < -0.5], 1).to(torch.float32)  # (B, 2, S, S)
-    out = torch.empty_like(labels)
-    for radius in sorted(set(radii)):  # frames sharing a radius are pooled together
-        rows = [i for i, r in enumerate(radii) if r == radius]
-        chunk = labels[rows]
-        if radius > 0:
-            k = 2 * radius + 1
-            chunk = -F.max_pool2d(-chunk, (1, k), stride=1, padding=(0, radius))
-            chunk = -F.max_pool2d(-chunk, (k, 1), stride=1, padding=(radius, 0))
-        out[rows] = chunk
+    out = -_max_filter(-labels, radii)
     return out[:, 0] > 0.5, out[:, 1] > 0.5
 
 
@@ -74,16 +80,8 @@ def object_shown_beyond_hand(target: torch.Tensor, erode: int, band: int | Seque
     counted (eroding the object label from every side drops it).
     """
     radii = _radii(band, target.shape[0])
-    object_shown = eroded_labels(target, erode)[0]
-    hand = (target < -0.5).to(torch.float32)
-    near_hand = torch.zeros_like(object_shown)
-    for radius in sorted(set(radii)):
-        rows = [i for i, r in enumerate(radii) if r == radius]
-        chunk = hand[rows]
-        if radius > 0:
-            chunk = F.max_pool2d(chunk[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
-        near_hand[rows] = chunk > 0.5
-    return object_shown & ~near_hand
+    near_hand = _max_filter((target < -0.5).to(torch.float32)[:, None], radii)[:, 0] > 0.5
+    return eroded_labels(target, erode)[0] & ~near_hand
 
 
 _LABEL_CACHE: dict[tuple, tuple] = {}
