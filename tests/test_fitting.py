@@ -259,6 +259,46 @@ def test_joint_fit_keeps_both_hand_starts_and_picks_by_the_full_objective(scene)
     assert "candidates" not in single and "hand_starts" not in single["seconds"]
 
 
+def test_the_pick_after_stage_2_is_the_finished_fit_with_the_lower_objective(scene):
+    """choose_after="stage2": both hand starts go through stage 2 side by side and the pick is
+    the one the full objective scores lower then; against an independent route, each start
+    fitted alone through both stages."""
+    from dataclasses import replace
+
+    from hodata.errors import HodataError
+    from hodata.fitting.joint import choose_candidate, fit_hands_and_objects
+
+    clip, model = scene["clip"], scene["model"]
+    config = FitConfig(steps_stage1=10, steps_stage2=6, hand_prefit_steps=10, choose_after="stage2")
+    evidence = object_evidence(model.vertices, model.faces, model.sdf, clip.K, clip.object_boxes, clip.object_masks,
+                               config)
+    hand_evidence = HandEvidence(scene["layers"]["right"], scene["inits"][0])
+    gt = clip.gt_object
+    layer = hand_evidence.layer
+
+    def fit(cfg):
+        return fit_hands_and_objects([hand_evidence], [evidence], [(gt.rotation, gt.translation)], clip.K,
+                                     clip.image_size, cfg)
+
+    hands, objects, report = fit(config)
+    chosen = report["candidates"]
+    best = min(range(2), key=lambda k: chosen["total"][k])
+    assert chosen["hand_start"] == config.hand_starts[best]
+    assert hands[0].candidates == 1 and objects[0].candidates == 1
+    assert len(report["history"]["stage2/total"]) == 6  # the pick's own history, one value per step
+    alone = {s: fit(replace(config, hand_starts=(s,))) for s in config.hand_starts}
+    vertices = {s: a[0][0].meshes(layer).vertices for s, a in alone.items()}
+    assert (vertices["init"] - vertices["fitted"]).norm(dim=-1).mean() > 1e-3  # the two finished fits differ
+    assert torch.allclose(hands[0].meshes(layer).vertices, vertices[chosen["hand_start"]], atol=1e-4)
+    # the scores are those of the finished fits (after stage 1 they would be the unrefined ones)
+    for k, s in enumerate(config.hand_starts):
+        score = choose_candidate(alone[s][0], [hand_evidence], alone[s][1], [evidence], clip.K, clip.image_size,
+                                 config)[1]
+        assert float(score[0]) == pytest.approx(chosen["total"][k], rel=1e-3), s
+    with pytest.raises(HodataError, match="choose_after"):
+        FitConfig(choose_after="stage3")
+
+
 @pytest.mark.parametrize("starts", [(), ("init", "init"), ("init", "detected")])
 def test_hand_starts_must_be_distinct_known_names(starts):
     from hodata.errors import HodataError

@@ -141,6 +141,10 @@ class FitConfig:
     # vertices (the paper, with FrankMocap's mesh), or "keypoints", the 21 keypoints a keypoint
     # init was fitted to (projected joints against them; inits without keypoints use vertices).
     v2d_target: str = "vertices"
+    # When the full objective picks among the candidates (object poses x hand starts): "stage1",
+    # after stage 1, and stage 2 refines the pick alone; "stage2", every candidate goes through
+    # stage 2 too (K x the stage-2 cost) and the pick is made on the finished fits.
+    choose_after: str = "stage1"
     candidate_min_angle: float = 30.0    # degrees: candidates closer than this (mean over frames) are one
     # Before stage 1 every candidate is refined on the object's own terms (silhouette + object
     # smoothness) for `candidate_steps` steps at `candidate_rotation_lr`: a half turn of the
@@ -203,6 +207,8 @@ class FitConfig:
             raise HodataError(f"object_candidates must be >= 1, got {self.object_candidates}")
         if self.candidate_roi_size < 1:
             raise HodataError(f"candidate_roi_size must be >= 1, got {self.candidate_roi_size}")
+        if self.choose_after not in ("stage1", "stage2"):
+            raise HodataError(f"choose_after must be 'stage1' or 'stage2', got {self.choose_after!r}")
         if self.occlusion_band not in ("edges", "hand"):
             raise HodataError(f"occlusion_band must be 'edges' or 'hand', got {self.occlusion_band!r}")
         if self.occlusion_erode < 0 or (self.occlusion_erode_m is not None and not self.occlusion_erode_m >= 0):
@@ -787,18 +793,21 @@ def fit_hands_and_objects(
                                          tuple(t for t in STAGE2_TERMS if t != "obj")),
                 config.steps_stage2, config.stage2_moves_objects)])
     finite = True
+
+    def choose():
+        started = time.perf_counter()
+        chosen, totals, values = choose_candidate(hands, stage_evidence[0], objects, stage_evidence[1], K,
+                                                  image_size, config)
+        report["candidates"] = {"chosen": fitted[chosen // len(starts)], "total": totals.tolist(),
+                                "hand_start": starts[chosen % len(starts)],
+                                **{t: (config.weights[t] * v).tolist() for t, v in values.items()}}
+        report["seconds"]["choose"] = time.perf_counter() - started
+        return chosen, [h.candidate(chosen) for h in hands], [o.candidate(chosen) for o in objects]
+
     for name, terms, steps, with_objects in stages:
-        if name == "stage2" and candidates > 1:
-            started = time.perf_counter()
-            chosen, totals, values = choose_candidate(hands, stage_evidence[0], objects, stage_evidence[1], K,
-                                                      image_size, config)
-            hands = [h.candidate(chosen) for h in hands]
-            objects = [o.candidate(chosen) for o in objects]
+        if name == "stage2" and candidates > 1 and config.choose_after == "stage1":
+            _, hands, objects = choose()
             stage_evidence = (hand_evidence, object_evidence_list)
-            report["candidates"] = {"chosen": fitted[chosen // len(starts)], "total": totals.tolist(),
-                                    "hand_start": starts[chosen % len(starts)],
-                                    **{t: (config.weights[t] * v).tolist() for t, v in values.items()}}
-            report["seconds"]["choose"] = time.perf_counter() - started
         started = time.perf_counter()
         outcome = run_stage(hands, stage_evidence[0], objects, stage_evidence[1], K, image_size, terms, steps, config,
                             optimise_objects=with_objects)
@@ -810,5 +819,11 @@ def fit_hands_and_objects(
                 report.setdefault("per_clip_history", {})[f"{name}/{t}"] = v
         report["final"].update(outcome.final)
         finite = finite and outcome.finite
+    if joint and candidates > 1 and config.choose_after == "stage2":
+        chosen, hands, objects = choose()
+        # the stage-2 history and final losses of the pick alone, as with the pick after stage 1
+        for t, v in outcome.per_candidate.items():
+            report["history"][f"stage2/{t}"] = v[chosen]
+        report["final"].update({t: v[chosen][-1] for t, v in outcome.per_candidate.items()})
     report["flags"]["nonfinite_optimiser"] = not finite  # flags mark problems (True = bad)
     return hands, objects, report
