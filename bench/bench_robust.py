@@ -107,6 +107,8 @@ def parse_overrides(pairs: list[str], disabled: list[str]):
 
 
 def _parse_value(raw: str, current, key: str):
+    if raw.lower() in ("none", "null"):  # an optional setting switched off (occlusion_erode_m=none)
+        return None
     if isinstance(current, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
