@@ -208,8 +208,12 @@ def _depth_errors(hand_pred, hand_gt, object_pred, object_gt) -> dict:
 
 
 def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: dict, init_config: dict,
-              methods: tuple[str, ...], seed: int) -> dict:
-    """Worker: fit one scene's clip with every method and measure it -> result dict."""
+              methods: tuple[str, ...], seed: int, hand_target: dict | None = None) -> dict:
+    """Worker: fit one scene's clip with every method and measure it -> result dict.
+
+    hand_target: SimulatedHandEstimator's 2D-target noise (target_error, target_scale_jitter),
+    the same in every scene (not scaled by the scene's hand_noise level).
+    """
     import torch
 
     from hodata.datasets.ho3d import HO3DDataset
@@ -230,7 +234,7 @@ def fit_scene(root: str, name: str, hand_noise: float, cache: str, fit_config: d
         ds = HO3DDataset(root, sequences=[name], clip_length=CLIP_LENGTH, stride=STRIDE, cache_dir=cache)
         clip = ds[0]
         model = ds.model_for_clip(clip)
-        estimator = SimulatedHandEstimator(seed=seed, **hand_noise_kwargs(hand_noise))
+        estimator = SimulatedHandEstimator(seed=seed, **hand_noise_kwargs(hand_noise), **(hand_target or {}))
         inits = estimator(clip)
         layers = {h.side: estimator.layer(h.side, h.model_name, torch.float32, torch.device("cpu"))
                   for h in clip.gt_hands}
@@ -458,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scene and mesh cache folder")
     parser.add_argument("--image-size", default="480x640", help="HxW of the written frames")
     parser.add_argument("--seed", type=int, default=0, help="hand-init noise and object-init seed")
+    parser.add_argument("--target-error", type=float, default=0.0,
+                        help="share in [0, 1] of the hand init's pose and rotation noise carried into its 2D target "
+                             "(a regressor's target is its own hand; 0 = the true hand's projection, the default)")
+    parser.add_argument("--target-scale-jitter", type=float, default=0.0,
+                        help="sigma of the per-frame log error of the 2D target's size (0 = none, the default)")
     parser.add_argument("--build-only", action="store_true", help="write the scenes and stop")
     parser.add_argument("--resume", action="store_true",
                         help="keep the clips already in --out when its conditions match (config, methods, seed, size)")
@@ -523,11 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers, "seed": args.seed, "image_size": [height, width], "commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
         "torch_threads_per_worker": 1, "contact_tolerance_m": 0.0,
+        "hand_target": {"target_error": args.target_error, "target_scale_jitter": args.target_scale_jitter},
     }
     results = {"conditions": conditions, "clips": {}}
     if args.resume and args.out and args.out.is_file():
         previous = json.loads(args.out.read_text())
-        same = ("methods", "fit_config", "init_config", "seed", "image_size")
+        same = ("methods", "fit_config", "init_config", "seed", "image_size", "hand_target")
         if all(json.loads(json.dumps(previous["conditions"].get(k), default=float)) ==
                json.loads(json.dumps(conditions[k], default=float)) for k in same):
             results["clips"] = {n: c for n, c in previous["clips"].items() if c["result"]["status"] == "fitted"}
@@ -541,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=max(args.workers, 1), initializer=_init_worker,
                              initargs=(args.nice,)) as pool:
         futures = {pool.submit(fit_scene, str(root), name, records[name]["spec"]["hand_noise"], str(cache), fit_dict,
-                               init_dict, methods, args.seed): name for name in todo}
+                               init_dict, methods, args.seed, conditions["hand_target"]): name for name in todo}
         for future in as_completed(futures):
             name = futures[future]
             try:

@@ -138,6 +138,60 @@ def test_noise_statistics_match_the_documentation(layers):
     assert abs(factors.log().mean().item()) < 0.005
 
 
+def test_target_from_the_estimators_own_hand(layers):
+    # Independent route: with target_error=1 and no rigid noise the 2D target is the projection
+    # of the init's own hand (the ground truth lies in the PCA space and has betas 0).
+    clip = _clip(layers, seed=7)
+    est = SimulatedHandEstimator(pixel_jitter=0, scale_error=0, vertex_jitter=0, pose_noise=0.5,
+                                 rotation_noise_deg=8.0, target_error=1.0)
+    (init,) = est(clip)
+    own = project(_init_vertices(layers, init), K)
+    assert torch.allclose(init.vertices_2d, own, atol=1e-6)
+    assert (own - project(clip.gt_hands[0].vertices, K)).norm(dim=-1).mean() > 2.0   # the noise is really there
+
+
+def test_target_error_scales_the_non_rigid_target_error(layers):
+    clip = _clip(layers, seed=8)
+    true2d = project(clip.gt_hands[0].vertices, K)
+
+    def non_rigid(**kw):
+        (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, seed=3, **kw)(clip)
+        d = init.vertices_2d - true2d
+        return (d - d.mean(1, keepdim=True)).norm(dim=-1).mean().item()
+
+    assert non_rigid() < 1e-6
+    half, full = non_rigid(target_error=0.5), non_rigid(target_error=1.0)
+    assert 0.35 < half / full < 0.65   # about linear in the share for small rotations
+
+
+def test_target_scale_jitter_is_a_per_frame_size_about_the_2d_centroid(layers):
+    clip = _clip(layers, frames=200, seed=9)
+    true2d = project(clip.gt_hands[0].vertices, K)
+    (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, target_scale_jitter=0.05, seed=4)(clip)
+    middle = true2d.mean(1, keepdim=True)
+    assert torch.allclose(init.vertices_2d.mean(1, keepdim=True), middle, atol=1e-9)
+    # Least-squares scale of each frame about the centroid: exp(0.05 N(0, 1)).
+    a, b = true2d - middle, init.vertices_2d - middle
+    size = (a * b).sum((1, 2)) / (a * a).sum((1, 2))
+    assert torch.allclose(b, size[:, None, None] * a, atol=1e-9)
+    assert size.log().std().item() == pytest.approx(0.05, rel=0.15)
+
+
+def test_target_noise_off_gives_the_previous_draws(layers):
+    clip = _clip(layers, seed=10)
+    (before,) = SimulatedHandEstimator(seed=5)(clip)
+    (after,) = SimulatedHandEstimator(seed=5, target_error=0.5, target_scale_jitter=0.05)(clip)
+    # The init itself is unchanged; only the 2D target moves.
+    assert torch.equal(before.hand_pose, after.hand_pose) and torch.equal(before.transl, after.transl)
+    assert not torch.allclose(before.vertices_2d, after.vertices_2d)
+
+
+@pytest.mark.parametrize("kw", [{"target_error": 1.5}, {"target_error": -0.1}, {"target_scale_jitter": -1.0}])
+def test_target_noise_bad_values(layers, kw):
+    with pytest.raises(HodataError, match="target_"):
+        SimulatedHandEstimator(**kw)(_clip(layers))
+
+
 def test_deterministic_by_seed_and_clip(layers):
     clip = _clip(layers)
     a = SimulatedHandEstimator(seed=2)(clip)[0]

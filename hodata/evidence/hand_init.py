@@ -20,6 +20,14 @@ seed and the clip id, so a clip gets the same noise whatever the iteration order
 - global rotation: per frame R_init = exp([w]x) R_gt with w ~ N(0, (rotation_noise_deg deg)^2 I)
   (mean angle = rotation_noise * 2 sqrt(2 / pi) ~ 1.6 rotation_noise).
 - betas = 0 (as the paper's init), so the shape error is part of the simulated error too.
+- 2D target from the estimator's own hand (off by default): a regressor's 2D target is the
+  projection of the hand it predicts (FrankMocap's, paper Eq. 4), so its articulation and
+  rotation errors are in the target too. With `target_error` = a in [0, 1] the target is projected
+  from the ground-truth hand deformed by a times this frame's pose-coefficient and rotation noise
+  (the deformation taken about the hand's centroid, so the target stays where the hand is), and
+  with `target_scale_jitter` = s its 2D size is off by a per-frame factor exp(s * N(0, 1)) about
+  its 2D centroid. These draws come after all the others, so a = s = 0 gives the same init and
+  target as before they existed.
 """
 
 from __future__ import annotations
@@ -94,6 +102,8 @@ def simulate_hand_init(
     scale_error: float = 0.15,
     pose_noise: float = 0.5,
     rotation_noise_deg: float = 8.0,
+    target_error: float = 0.0,
+    target_scale_jitter: float = 0.0,
 ) -> tuple[HandInit, SimulatedHandNoise]:
     """Ground-truth hand corrupted by the module docstring's noise model -> (HandInit, draws).
 
@@ -123,14 +133,34 @@ def simulate_hand_init(
     rot_noise = math.radians(rotation_noise_deg) * normal(frames, 3)
     coeff_noise = pose_noise * normal(frames, k)
 
+    if not 0.0 <= target_error <= 1.0:
+        raise HodataError(f"target_error must lie in [0, 1] (share of the init's pose noise in the 2D target), got {target_error}")
+    if target_scale_jitter < 0:
+        raise HodataError(f"target_scale_jitter must be >= 0, got {target_scale_jitter}")
     K = K.to(dtype=dtype, device=device)
-    vertices_2d = project(hand.vertices, K) + shift[:, None, :] + vertex_noise
-    orient = axis_angle_to_matrix(rot_noise) @ hand.global_orient.to(dtype)
-    coeffs = pose_to_pca(layer, hand.hand_pose.to(dtype)) + coeff_noise
+    gt_orient = hand.global_orient.to(dtype)
+    gt_coeffs = pose_to_pca(layer, hand.hand_pose.to(dtype))
+    orient = axis_angle_to_matrix(rot_noise) @ gt_orient
+    coeffs = gt_coeffs + coeff_noise
     betas = torch.zeros(10, dtype=dtype, device=device)
+    zeros_t = torch.zeros(frames, 3, dtype=dtype, device=device)
     with torch.no_grad():
-        rest = layer(global_orient=orient, hand_pose=coeffs, betas=betas.expand(frames, 10),
-                     transl=torch.zeros(frames, 3, dtype=dtype, device=device)).vertices
+        rest = layer(global_orient=orient, hand_pose=coeffs, betas=betas.expand(frames, 10), transl=zeros_t).vertices
+    target_3d = hand.vertices
+    if target_error > 0:
+        with torch.no_grad():
+            exact = layer(global_orient=gt_orient, hand_pose=gt_coeffs, betas=betas.expand(frames, 10),
+                          transl=zeros_t).vertices
+            off = layer(global_orient=axis_angle_to_matrix(target_error * rot_noise) @ gt_orient,
+                        hand_pose=gt_coeffs + target_error * coeff_noise, betas=betas.expand(frames, 10),
+                        transl=zeros_t).vertices
+        target_3d = hand.vertices + (off - off.mean(1, keepdim=True)) - (exact - exact.mean(1, keepdim=True))
+    vertices_2d = project(target_3d, K)
+    if target_scale_jitter > 0:
+        size = torch.exp(target_scale_jitter * normal(frames))[:, None, None]
+        middle = vertices_2d.mean(1, keepdim=True)
+        vertices_2d = middle + size * (vertices_2d - middle)
+    vertices_2d = vertices_2d + shift[:, None, :] + vertex_noise
     centroid = hand.vertices.mean(1)
     focal = torch.stack([K[0, 0], K[1, 1]])
     # The 2D shift at the hand's depth, then the depth error along the viewing ray.
@@ -150,7 +180,9 @@ class SimulatedHandEstimator:
     2D noise; scale_error: sigma of the log depth factor per clip; pose_noise: sigma of the PCA
     coefficient noise per frame; rotation_noise_deg: sigma (degrees) per axis of the global
     rotation noise per frame; num_pca_comps: k of the fitting layer; seed: noise seed;
-    mano_dir: MANO files when the ground truth was made with MANO.
+    mano_dir: MANO files when the ground truth was made with MANO; target_error: share in [0, 1]
+    of the init's pose and rotation noise that the 2D target carries; target_scale_jitter: sigma
+    of the log 2D size error of the target per frame.
     """
 
     provider = "simulated"
@@ -165,6 +197,8 @@ class SimulatedHandEstimator:
         num_pca_comps: int = 16,
         seed: int = 0,
         mano_dir=None,
+        target_error: float = 0.0,
+        target_scale_jitter: float = 0.0,
     ):
         self.pixel_jitter = pixel_jitter
         self.scale_error = scale_error
@@ -174,6 +208,8 @@ class SimulatedHandEstimator:
         self.num_pca_comps = num_pca_comps
         self.seed = seed
         self.mano_dir = mano_dir
+        self.target_error = target_error
+        self.target_scale_jitter = target_scale_jitter
         self._layers: dict[tuple, torch.nn.Module] = {}
 
     def layer(self, side: str, model_name: str, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
@@ -202,7 +238,7 @@ class SimulatedHandEstimator:
             layer = self.layer(hand.side, hand.model_name, hand.vertices.dtype, hand.vertices.device)
             results.append(simulate_hand_init(
                 hand, clip.K, layer, self.generator(clip.clip_id, hand.side), self.pixel_jitter, self.vertex_jitter,
-                self.scale_error, self.pose_noise, self.rotation_noise_deg,
+                self.scale_error, self.pose_noise, self.rotation_noise_deg, self.target_error, self.target_scale_jitter,
             ))
         return results
 
