@@ -13,7 +13,9 @@ once, 2 with a small and a large hand, 2 with the object turning in the hand), w
 their spec is unchanged. Each scene is one clip of 10 frames at stride 4 read back through the
 real adapter (HO3DDataset, `gt` evidence: boxes from the ground truth, masks from the written
 seg files, which carry the scene's mask noise). Hand init: SimulatedHandEstimator with the
-scene's noise level (default noise x `hand_noise`). Both methods share one object init per
+scene's noise level (default noise x `hand_noise`); `--target-error A --target-scale-jitter S` makes its 2D
+target carry A x its own pose and rotation error and a per-frame size error (a regressor's target is the
+projection of its own hand; the default is the true hand's projection). Both methods share one object init per
 clip (`hodata.fitting.fit_clip`). Metrics: `hodata.app.evaluate.evaluate_fit_against_clip` (the
 `hodata eval` route: exact SDF for penetration / contact, contact tolerance 0 as the paper),
 plus the object rotation error, the per-frame ADD-S maximum, and the hand init's own errors

@@ -343,6 +343,12 @@ def test_bench_overrides_and_one_short_fit(root, cache):
         for key in ("object_adds_cm", "hand_vertex_cm", "hand_vertex_pa_cm", "penetration_mm", "contact_pct",
                     "object_rotation_deg"):
             assert metrics[key] is not None and math.isfinite(metrics[key]), (method, key)
+    # the 2D target carrying the init's own error reaches the fit (the init itself is unchanged)
+    carried = bench.fit_scene(str(root), "PINCH", 1.0, str(cache), dataclasses.asdict(fit), dataclasses.asdict(init),
+                              ("independent",), 0, {"target_error": 1.0, "target_scale_jitter": 0.05})
+    assert carried["status"] == "fitted"
+    assert carried["methods"]["init"]["hand_vertex_cm"] == pytest.approx(result["methods"]["init"]["hand_vertex_cm"])
+    assert carried["methods"]["independent"]["hand_vertex_pa_cm"] != result["methods"]["independent"]["hand_vertex_pa_cm"]
     table = bench.factor_table({"conditions": {"methods": ["independent", "joint"]},
                                 "clips": {"PINCH": {"spec": {"factor": "grasp", "level": "pinch"}, "result": result}}})
     assert "grasp: pinch" in table and "ALL clips" in table
