@@ -134,7 +134,8 @@ def simulate_hand_init(
     coeff_noise = pose_noise * normal(frames, k)
 
     if not 0.0 <= target_error <= 1.0:
-        raise HodataError(f"target_error must lie in [0, 1] (share of the init's pose noise in the 2D target), got {target_error}")
+        raise HodataError(f"target_error must lie in [0, 1] (the share of the init's pose noise in its 2D target), "
+                          f"got {target_error}")
     if target_scale_jitter < 0:
         raise HodataError(f"target_scale_jitter must be >= 0, got {target_scale_jitter}")
     K = K.to(dtype=dtype, device=device)
