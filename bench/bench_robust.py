@@ -477,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=Path, metavar="RUN.json",
                         help="print the per-factor table and the scenes' realised factors of a saved run and stop")
     args = parser.parse_args(argv)
+    from hodata.errors import HodataError
+    from hodata.evidence.hand_init import check_target_noise
+
+    try:
+        check_target_noise(args.target_error, args.target_scale_jitter)
+    except HodataError as exc:
+        raise SystemExit(f"--target-error / --target-scale-jitter: {exc}") from None
 
     if args.show:
         saved = json.loads(args.show.read_text())

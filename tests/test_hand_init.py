@@ -16,6 +16,7 @@ from hodata.evidence.hand_init import (
     SimulatedHandEstimator,
     pose_to_pca,
     sample_scale_factors,
+    simulate_hand_init,
     weak_perspective_to_translation,
 )
 from hodata.geometry.camera import project
@@ -189,7 +190,9 @@ def test_target_noise_off_gives_the_previous_draws(layers):
 @pytest.mark.parametrize("kw", [{"target_error": 1.5}, {"target_error": -0.1}, {"target_scale_jitter": -1.0}])
 def test_target_noise_bad_values(layers, kw):
     with pytest.raises(HodataError, match="target_"):
-        SimulatedHandEstimator(**kw)(_clip(layers))
+        SimulatedHandEstimator(**kw)
+    with pytest.raises(HodataError, match="target_"):
+        simulate_hand_init(_clip(layers).gt_hands[0], K, layers[1], torch.Generator().manual_seed(0), **kw)
 
 
 def test_deterministic_by_seed_and_clip(layers):

@@ -327,6 +327,8 @@ def test_bench_overrides_and_one_short_fit(root, cache):
         bench.parse_overrides(["roi_size=3"], [])
     with pytest.raises(SystemExit, match="no such field"):
         bench.parse_overrides(["no_such_field=1"], [])
+    with pytest.raises(SystemExit, match="target_error must lie in"):
+        bench.main(["--target-error", "2", "--work", str(cache / "unused"), "--build-only"])
     assert bench.parse_overrides(["occlusion_erode_m=none"], [])[0].occlusion_erode_m is None
     assert bench.parse_overrides(["occlusion_erode_m=0.01"], [])[0].occlusion_erode_m == 0.01
     fit, init = bench.parse_overrides(["steps_stage1=3", "steps_stage2=3", "init.n_hypotheses=4",

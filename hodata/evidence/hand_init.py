@@ -82,6 +82,15 @@ def pose_to_pca(layer: torch.nn.Module, hand_pose: torch.Tensor) -> torch.Tensor
     return layer.full_pose_to_pca(hand_pose)
 
 
+def check_target_noise(target_error: float, target_scale_jitter: float) -> None:
+    """Raise HodataError unless target_error lies in [0, 1] and target_scale_jitter >= 0."""
+    if not 0.0 <= target_error <= 1.0:
+        raise HodataError(f"target_error must lie in [0, 1] (the share of the init's pose noise in its 2D target), "
+                          f"got {target_error}")
+    if target_scale_jitter < 0:
+        raise HodataError(f"target_scale_jitter must be >= 0, got {target_scale_jitter}")
+
+
 @dataclass
 class SimulatedHandNoise:
     """The draws behind one simulated HandInit (for tests and reports)."""
@@ -133,11 +142,7 @@ def simulate_hand_init(
     rot_noise = math.radians(rotation_noise_deg) * normal(frames, 3)
     coeff_noise = pose_noise * normal(frames, k)
 
-    if not 0.0 <= target_error <= 1.0:
-        raise HodataError(f"target_error must lie in [0, 1] (the share of the init's pose noise in its 2D target), "
-                          f"got {target_error}")
-    if target_scale_jitter < 0:
-        raise HodataError(f"target_scale_jitter must be >= 0, got {target_scale_jitter}")
+    check_target_noise(target_error, target_scale_jitter)
     K = K.to(dtype=dtype, device=device)
     gt_orient = hand.global_orient.to(dtype)
     gt_coeffs = pose_to_pca(layer, hand.hand_pose.to(dtype))
@@ -209,6 +214,7 @@ class SimulatedHandEstimator:
         self.num_pca_comps = num_pca_comps
         self.seed = seed
         self.mano_dir = mano_dir
+        check_target_noise(target_error, target_scale_jitter)
         self.target_error = target_error
         self.target_scale_jitter = target_scale_jitter
         self._layers: dict[tuple, torch.nn.Module] = {}
