@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sigma of the per-frame log error of the 2D target's size (0 = none, the default)")
     parser.add_argument("--build-only", action="store_true", help="write the scenes and stop")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the clips already in --out when its conditions match (config, methods, seed, size)")
+                        help="keep the clips already in --out when its conditions match (config, methods, seed, size, "
+                             "2D target noise)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                         help="print the per-factor comparison of two saved runs and stop")
     parser.add_argument("--show", type=Path, metavar="RUN.json",

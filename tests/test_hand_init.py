@@ -178,7 +178,7 @@ def test_target_scale_jitter_is_a_per_frame_size_about_the_2d_centroid(layers):
     assert size.log().std().item() == pytest.approx(0.05, rel=0.15)
 
 
-def test_target_noise_off_gives_the_previous_draws(layers):
+def test_target_noise_leaves_the_init_unchanged(layers):
     clip = _clip(layers, seed=10)
     (before,) = SimulatedHandEstimator(seed=5)(clip)
     (after,) = SimulatedHandEstimator(seed=5, target_error=0.5, target_scale_jitter=0.05)(clip)
