@@ -13,9 +13,10 @@ once, 2 with a small and a large hand, 2 with the object turning in the hand), w
 their spec is unchanged. Each scene is one clip of 10 frames at stride 4 read back through the
 real adapter (HO3DDataset, `gt` evidence: boxes from the ground truth, masks from the written
 seg files, which carry the scene's mask noise). Hand init: SimulatedHandEstimator with the
-scene's noise level (default noise x `hand_noise`); `--target-error A --target-scale-jitter S` makes its 2D
-target carry A x its own pose and rotation error and a per-frame size error (a regressor's target is the
-projection of its own hand; the default is the true hand's projection). Both methods share one object init per
+scene's noise level (default noise x `hand_noise`); its 2D target carries A x its own pose and rotation
+error and a per-frame size error of sigma S (`--target-error A --target-scale-jitter S`, default the
+estimator's 0.5 and 0.05: a regressor's target is the projection of its own hand; 0 0 is the true hand's
+projection, the default before session 13). Both methods share one object init per
 clip (`hodata.fitting.fit_clip`). Metrics: `hodata.app.evaluate.evaluate_fit_against_clip` (the
 `hodata eval` route: exact SDF for penetration / contact, contact tolerance 0 as the paper),
 plus the object rotation error, the per-frame ADD-S maximum, and the hand init's own errors
@@ -446,6 +447,8 @@ def _git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hodata.evidence.hand_init import TARGET_ERROR, TARGET_SCALE_JITTER
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factors", help="comma-separated factors to run (nominal, motion, size, orientation, grasp, "
                                           "occlusion, distance, focal, mask_noise, hand_noise, symmetric, all, "
@@ -464,11 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scene and mesh cache folder")
     parser.add_argument("--image-size", default="480x640", help="HxW of the written frames")
     parser.add_argument("--seed", type=int, default=0, help="hand-init noise and object-init seed")
-    parser.add_argument("--target-error", type=float, default=0.0,
+    parser.add_argument("--target-error", type=float, default=TARGET_ERROR,
                         help="share in [0, 1] of the hand init's pose and rotation noise carried into its 2D target "
-                             "(a regressor's target is its own hand; 0 = the true hand's projection, the default)")
-    parser.add_argument("--target-scale-jitter", type=float, default=0.0,
-                        help="sigma of the per-frame log error of the 2D target's size (0 = none, the default)")
+                             f"(a regressor's target is its own hand; default {TARGET_ERROR:g}, the estimator's; "
+                             "0 = the true hand's projection)")
+    parser.add_argument("--target-scale-jitter", type=float, default=TARGET_SCALE_JITTER,
+                        help="sigma of the per-frame log error of the 2D target's size "
+                             f"(default {TARGET_SCALE_JITTER:g}, the estimator's; 0 = none)")
     parser.add_argument("--build-only", action="store_true", help="write the scenes and stop")
     parser.add_argument("--resume", action="store_true",
                         help="keep the clips already in --out when its conditions match (config, methods, seed, size, "

@@ -12,6 +12,8 @@ import torch
 from hodata import handmodel
 from hodata.errors import HodataError
 from hodata.evidence.hand_init import (
+    TARGET_ERROR,
+    TARGET_SCALE_JITTER,
     HandInitProvider,
     SimulatedHandEstimator,
     pose_to_pca,
@@ -86,7 +88,8 @@ def test_provider_protocol_and_label(layers):
 
 def test_without_noise_the_init_is_the_ground_truth_in_pca_space(layers):
     clip = _clip(layers)
-    quiet = SimulatedHandEstimator(pixel_jitter=0, scale_error=0, pose_noise=0, rotation_noise_deg=0, vertex_jitter=0)
+    quiet = SimulatedHandEstimator(pixel_jitter=0, scale_error=0, pose_noise=0, rotation_noise_deg=0, vertex_jitter=0,
+                                   target_scale_jitter=0)
     (init,) = quiet(clip)
     gt = clip.gt_hands[0]
     assert torch.allclose(init.vertices_2d, project(gt.vertices, K), atol=1e-9)
@@ -115,8 +118,9 @@ def test_noise_statistics_match_the_documentation(layers):
     frames = 400
     clip = _clip(layers, frames=frames, seed=5)
     gt = clip.gt_hands[0]
+    # the 2D target from the true hand (target noise off: tested on its own below)
     est = SimulatedHandEstimator(pixel_jitter=5.0, vertex_jitter=1.5, scale_error=0.15, pose_noise=0.4,
-                                 rotation_noise_deg=6.0, seed=11)
+                                 rotation_noise_deg=6.0, seed=11, target_error=0, target_scale_jitter=0)
     ((init, noise),) = est.simulate(clip)
     residual = init.vertices_2d - project(gt.vertices, K)
     shift = residual.mean(1)  # per-frame 2D shift (+ mean of the per-vertex noise, ~1.5 / sqrt(V))
@@ -144,7 +148,7 @@ def test_target_from_the_estimators_own_hand(layers):
     # of the init's own hand (the ground truth lies in the PCA space and has betas 0).
     clip = _clip(layers, seed=7)
     est = SimulatedHandEstimator(pixel_jitter=0, scale_error=0, vertex_jitter=0, pose_noise=0.5,
-                                 rotation_noise_deg=8.0, target_error=1.0)
+                                 rotation_noise_deg=8.0, target_error=1.0, target_scale_jitter=0)
     (init,) = est(clip)
     own = project(_init_vertices(layers, init), K)
     assert torch.allclose(init.vertices_2d, own, atol=1e-6)
@@ -156,11 +160,11 @@ def test_target_error_scales_the_non_rigid_target_error(layers):
     true2d = project(clip.gt_hands[0].vertices, K)
 
     def non_rigid(**kw):
-        (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, seed=3, **kw)(clip)
+        (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, seed=3, target_scale_jitter=0, **kw)(clip)
         d = init.vertices_2d - true2d
         return (d - d.mean(1, keepdim=True)).norm(dim=-1).mean().item()
 
-    assert non_rigid() < 1e-6
+    assert non_rigid(target_error=0.0) < 1e-6
     half, full = non_rigid(target_error=0.5), non_rigid(target_error=1.0)
     assert 0.35 < half / full < 0.65   # about linear in the share for small rotations
 
@@ -168,7 +172,8 @@ def test_target_error_scales_the_non_rigid_target_error(layers):
 def test_target_scale_jitter_is_a_per_frame_size_about_the_2d_centroid(layers):
     clip = _clip(layers, frames=200, seed=9)
     true2d = project(clip.gt_hands[0].vertices, K)
-    (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, target_scale_jitter=0.05, seed=4)(clip)
+    (init,) = SimulatedHandEstimator(pixel_jitter=0, vertex_jitter=0, target_error=0, target_scale_jitter=0.05,
+                                     seed=4)(clip)
     middle = true2d.mean(1, keepdim=True)
     assert torch.allclose(init.vertices_2d.mean(1, keepdim=True), middle, atol=1e-9)
     # Least-squares scale of each frame about the centroid: exp(0.05 N(0, 1)).
@@ -180,11 +185,30 @@ def test_target_scale_jitter_is_a_per_frame_size_about_the_2d_centroid(layers):
 
 def test_target_noise_leaves_the_init_unchanged(layers):
     clip = _clip(layers, seed=10)
-    (before,) = SimulatedHandEstimator(seed=5)(clip)
+    (before,) = SimulatedHandEstimator(seed=5, target_error=0, target_scale_jitter=0)(clip)
     (after,) = SimulatedHandEstimator(seed=5, target_error=0.5, target_scale_jitter=0.05)(clip)
     # The init itself is unchanged; only the 2D target moves.
     assert torch.equal(before.hand_pose, after.hand_pose) and torch.equal(before.transl, after.transl)
     assert not torch.allclose(before.vertices_2d, after.vertices_2d)
+
+
+def test_by_default_the_target_carries_the_estimators_own_error(layers):
+    # The default estimator is a regressor whose 2D output is its own hand's projection, half
+    # its articulation error and a 5 % per-frame size error: not the true hand's projection.
+    clip = _clip(layers, frames=40, seed=12)
+    default = SimulatedHandEstimator(seed=6)
+    assert (default.target_error, default.target_scale_jitter) == (TARGET_ERROR, TARGET_SCALE_JITTER) == (0.5, 0.05)
+    (init,) = default(clip)
+    (explicit,) = SimulatedHandEstimator(seed=6, target_error=0.5, target_scale_jitter=0.05)(clip)
+    (exact,) = SimulatedHandEstimator(seed=6, target_error=0, target_scale_jitter=0)(clip)
+    assert torch.equal(init.vertices_2d, explicit.vertices_2d)
+    true2d = project(clip.gt_hands[0].vertices, K)
+
+    def non_rigid(i):
+        d = i.vertices_2d - true2d
+        return (d - d.mean(1, keepdim=True)).norm(dim=-1).mean().item()
+
+    assert non_rigid(init) > 3 * non_rigid(exact)
 
 
 @pytest.mark.parametrize("kw", [{"target_error": 1.5}, {"target_error": -0.1}, {"target_scale_jitter": -1.0}])

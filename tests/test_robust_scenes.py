@@ -418,7 +418,10 @@ def test_joint_fit_puts_a_hand_init_off_in_depth_where_the_masks_order_it(root, 
 
     ds = HO3DDataset(root, sequences=["MOVE"], clip_length=CLIP_LENGTH, stride=STRIDE, cache_dir=cache)
     clip = ds[0]
-    estimator = SimulatedHandEstimator(seed=0, scale_error=0.0)
+    # The 2D target is the true hand's projection: this test isolates the depth order. With the
+    # default target (the estimator's own hand, session 13) the relative depth ends 1.6-1.9 cm
+    # off here: the target's articulation error moves the hand's 2D fit, and so its depth.
+    estimator = SimulatedHandEstimator(seed=0, scale_error=0.0, target_error=0.0, target_scale_jitter=0.0)
     layer = estimator.layer("right", clip.gt_hands[0].model_name, torch.float32, torch.device("cpu"))
     init = _slid_init(estimator(clip)[0], layer, factor)
     config = FitConfig(steps_stage1=80, steps_stage2=40, roi_size=64)

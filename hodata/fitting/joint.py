@@ -187,6 +187,13 @@ class FitConfig:
     # cell of the depth grids (geometry.depth_order) in units of the larger of the two meshes'
     # mean projected edge length: a point reads the other mesh's nearest depth within 1-2 cells
     occlusion_cell: float = 1.0
+    # Whether the depth order moves the objects too (in depth, through their vertices' z), not
+    # only the hands: where the hand covers part of the object its silhouette leaves the
+    # object's depth loose (a bottle whose covered end may reach under the hand), and the order
+    # in the masks is evidence on the pair, not on the hand alone. "never": the hand moves
+    # alone; "stage2": the objects too once stage 1 has brought the hand near its depth (an
+    # init far off in depth would drag the object with it); "always": in both stages.
+    occlusion_moves_objects: str = "never"
 
     def __post_init__(self):
         if self.smooth_mode not in ("acceleration", "velocity"):
@@ -209,6 +216,9 @@ class FitConfig:
             raise HodataError(f"candidate_roi_size must be >= 1, got {self.candidate_roi_size}")
         if self.choose_after not in ("stage1", "stage2"):
             raise HodataError(f"choose_after must be 'stage1' or 'stage2', got {self.choose_after!r}")
+        if self.occlusion_moves_objects not in ("never", "stage2", "always"):
+            raise HodataError(f"occlusion_moves_objects must be 'never', 'stage2' or 'always', got "
+                              f"{self.occlusion_moves_objects!r}")
         if self.occlusion_band not in ("edges", "hand"):
             raise HodataError(f"occlusion_band must be 'edges' or 'hand', got {self.occlusion_band!r}")
         if self.occlusion_erode < 0 or (self.occlusion_erode_m is not None and not self.occlusion_erode_m >= 0):
@@ -433,8 +443,9 @@ def compute_terms(
                     else:
                         centroid = centroid + L.coarse_interaction_loss(per(m.vertices), per(verts), active)
                 if "occlusion" in terms:
-                    # the object is detached (its pose is its silhouette's); the hand moves rigidly
-                    hand_points, object_points = rigidly_moved(m.vertices, h), verts.detach()
+                    # the hand moves rigidly; the object only with occlusion_moves_objects
+                    hand_points = rigidly_moved(m.vertices, h)
+                    object_points = verts if config.occlusion_moves_objects == "always" else verts.detach()
                     hand_px, object_px = project(hand_points, ev.K_roi), project(object_points, ev.K_roi)
                     size = ev.target.shape[-1]
                     # cells of about one spacing of the coarser of the two meshes, at least 2 px
@@ -726,6 +737,14 @@ def start_hands(hands: list[HandParameters], hand_evidence: list[HandEvidence], 
                         params.betas[c] = fitted.betas
 
 
+def stage_config(config: FitConfig, stage: str) -> FitConfig:
+    """The config stage `stage` ("independent", "stage1", "stage2") runs with: the per-stage
+    setting occlusion_moves_objects="stage2" resolved to "always" in stage 2, "never" before."""
+    if config.occlusion_moves_objects != "stage2":
+        return config
+    return replace(config, occlusion_moves_objects="always" if stage == "stage2" else "never")
+
+
 def fit_hands_and_objects(
     hand_evidence: list[HandEvidence],
     object_evidence_list: list[ObjectEvidence],
@@ -809,8 +828,8 @@ def fit_hands_and_objects(
             _, hands, objects = choose()
             stage_evidence = (hand_evidence, object_evidence_list)
         started = time.perf_counter()
-        outcome = run_stage(hands, stage_evidence[0], objects, stage_evidence[1], K, image_size, terms, steps, config,
-                            optimise_objects=with_objects)
+        outcome = run_stage(hands, stage_evidence[0], objects, stage_evidence[1], K, image_size, terms, steps,
+                            stage_config(config, name), optimise_objects=with_objects)
         report["seconds"][name] = time.perf_counter() - started
         for t, v in outcome.history.items():
             report["history"][f"{name}/{t}"] = v
