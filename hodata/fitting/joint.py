@@ -193,6 +193,9 @@ class FitConfig:
     # in the masks is evidence on the pair, not on the hand alone. "never": the hand moves
     # alone; "stage2": the objects too once stage 1 has brought the hand near its depth (an
     # init far off in depth would drag the object with it); "always": in both stages.
+    # Measured (bench/RESULTS.md "Session 13", 48 clips x 2 seeds): "stage2" moves the hand
+    # 1.94 -> 1.72 and 1.83 -> 1.68 cm but the object's ADD-S 0.70 -> 0.75 and 0.68 -> 0.75 cm with
+    # the default (estimator's own) 2D target: it passes the hand's depth error on, so it is off.
     occlusion_moves_objects: str = "never"
 
     def __post_init__(self):
