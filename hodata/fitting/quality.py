@@ -39,7 +39,7 @@ the per-frame scores. The weights were fitted by bench/bench_quality.py on
 one half of the robustness benchmark's fits (logistic regression of "good label": hand
 vertex error < 2 cm and object ADD-S < 1 cm, weights constrained >= `MIN_WEIGHTS`, a floor
 set by design, 0 for most signals) and reported on the other half (bench/RESULTS.md,
-"Label quality").
+"Label quality"; refitted in "Session 13").
 
 Every function is pure (tensors or floats in, tensors or floats out) and runs after the
 optimiser: no host syncs in an optimiser loop.
@@ -52,7 +52,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-QUALITY_VERSION = 1
+QUALITY_VERSION = 2   # 2: weights refitted on the estimator-own 2D target (session 13); 1: the first fit
 RAISED_FLAG_FACTOR = 0.5    # each raised problem flag (not already a signal) halves the score
 
 # Signal -> badness transforms (see `frame_badness`).
@@ -69,17 +69,23 @@ SIGNALS: tuple[str, ...] = (
     "detector_score", "loss_change", "candidate_margin", "hypothesis_margin", "hand_scale_log", "object_scale_log",
 )
 
-# Fitted by bench/bench_quality.py on the fit half of its run (bench/quality.json, 2026-12-02:
-# 12 scenes, 320 frame labels; see the module docstring); reported on the other half in
-# bench/RESULTS.md, "Label quality". Signals at 0 did not raise the fit's likelihood there
-# (the detector score and candidate margin do not vary on that benchmark).
+# Fitted by bench/bench_quality.py on the fit half of its run (bench/quality.json, 2026-12-04,
+# session 13: all 48 scenes at hand-init noise x1, x3, x5, both methods, 50 steps per stage, 1440
+# frame labels per half; the simulated init's 2D target carrying its own error, the default since
+# then); reported on the other half in bench/RESULTS.md, "Session 13", "The label-quality
+# score refitted".
+# The previous weights (2026-12-02, fitted on an exact 2D target: mask_iou 11.5, v2d_rel 1.07,
+# hand_scale_log 8.05, intercept 2.08, threshold 0.40) ranked the new fits as well (AUROC 0.86
+# against 0.87) but their threshold kept 11 % of labels at recall 0.31. Signals at 0 did not
+# raise the fit's likelihood there (the detector score and candidate margin do not vary on that
+# benchmark: ground-truth boxes, one object candidate).
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "mask_iou": 11.5, "v2d_rel": 1.0736, "penetration_m": 0.1022, "contact_gap_m": 0.1, "depth_offset_rel": 1.0,
-    "object_accel_m": 0.9839, "hand_accel_m": 0.1957, "detector_score": 0.0, "loss_change": 0.0,
-    "candidate_margin": 0.0, "hypothesis_margin": 0.0, "hand_scale_log": 8.0529, "object_scale_log": 0.0,
+    "mask_iou": 4.0, "v2d_rel": 0.5378, "penetration_m": 0.9405, "contact_gap_m": 0.1, "depth_offset_rel": 1.0,
+    "object_accel_m": 0.157, "hand_accel_m": 0.0803, "detector_score": 0.0, "loss_change": 0.0,
+    "candidate_margin": 0.0, "hypothesis_margin": 0.1086, "hand_scale_log": 3.7988, "object_scale_log": 0.0,
 }
-DEFAULT_INTERCEPT = 2.0828
-DEFAULT_THRESHOLD = 0.40   # best F1 of "good" on the fit half (0.4025)
+DEFAULT_INTERCEPT = 0.4587
+DEFAULT_THRESHOLD = 0.25   # best F1 of "good" on the fit half (0.2504)
 
 # Floors of the weights, by design: failures the benchmark barely contains (its masks are
 # good, so a wrong object silhouette, a hand deep in or far behind the object are rare there)
